@@ -1,0 +1,176 @@
+"""Model directories: write and load, verifying every file before the model is built.
+
+A model directory holds:
+  config.json        format marker, ModelConfig, FeatureConfig, streaming defaults,
+                     and the SHA-256 of every other file
+  model.safetensors  weights (no pickle on load)
+  cmvn.json          {"mean": [...], "istd": [...]} global CMVN over fbank dims
+  units.txt          unit table, `<blank>` = 0
+  bpe.model          sentencepiece model for Latin words (optional)
+  README.md          model card (optional, not checksummed)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import ChunkConfig, ConfigError, FeatureConfig, ModelConfig, from_dict
+from .model.conformer import CTCModel
+from .tokens import Tokenizer, TokenizerError
+
+__all__ = ["ModelDirError", "ModelBundle", "save_model_dir", "load_model_dir", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT, FORMAT_VERSION = "tingxie-model", 1
+WEIGHTS, CONFIG, CMVN, UNITS, BPE = "model.safetensors", "config.json", "cmvn.json", "units.txt", "bpe.model"
+_CMVN_KEYS = ("encoder.global_cmvn.mean", "encoder.global_cmvn.istd")
+
+
+class ModelDirError(ValueError):
+    """The model directory is incomplete, corrupt or inconsistent."""
+
+
+@dataclass
+class ModelBundle:
+    model: CTCModel
+    tokenizer: Tokenizer
+    features: FeatureConfig
+    chunk: ChunkConfig
+    name: str
+    path: Path
+    extra: dict[str, Any]
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_model_dir(
+    out: str | Path,
+    model: CTCModel,
+    tokenizer_dir: str | Path,
+    name: str,
+    features: FeatureConfig = FeatureConfig(),
+    chunk: ChunkConfig = ChunkConfig(),
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a complete model directory. The tokenizer files are copied from tokenizer_dir
+    (which may be `out` itself); CMVN is taken from the model's buffers."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer_dir = Path(tokenizer_dir)
+    files = [UNITS] + ([BPE] if (tokenizer_dir / BPE).exists() else [])
+    for f in files:
+        if tokenizer_dir.resolve() != out.resolve():
+            (out / f).write_bytes((tokenizer_dir / f).read_bytes())
+    if not (tokenizer_dir / BPE).exists() and (out / BPE).exists():
+        (out / BPE).unlink()
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    mean, istd = (state.pop(k) for k in _CMVN_KEYS)
+    # BatchNorm's step counter is training bookkeeping, not a weight.
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    save_file(state, str(out / WEIGHTS))
+    (out / CMVN).write_text(json.dumps({"mean": mean.tolist(), "istd": istd.tolist()}) + "\n")
+    files += [WEIGHTS, CMVN]
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "model": model.cfg.to_dict(),
+        "features": asdict(features),
+        "streaming": asdict(chunk),
+        "files": {f: sha256(out / f) for f in sorted(files)},
+        "extra": extra or {},
+    }
+    (out / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    return out
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    cfg_path = path / CONFIG
+    if not path.is_dir():
+        raise ModelDirError(f"{path}: not a directory")
+    if not cfg_path.exists():
+        raise ModelDirError(f"{path}: no {CONFIG}; is this a tingxie model directory?")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelDirError(f"{cfg_path}: not valid JSON ({e})") from e
+    if config.get("format") != FORMAT:
+        raise ModelDirError(f"{cfg_path}: format is {config.get('format')!r}, expected {FORMAT!r}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ModelDirError(f"{cfg_path}: format_version {config.get('format_version')!r} is not supported")
+    for key in ("name", "model", "features", "streaming", "files"):
+        if key not in config:
+            raise ModelDirError(f"{cfg_path}: missing key {key!r}")
+    return config
+
+
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> ModelBundle:
+    """Load and check a model directory; every inconsistency is a ModelDirError naming it."""
+    path = Path(path)
+    config = _read_config(path)
+    for fname, digest in config["files"].items():
+        f = path / fname
+        if not f.exists():
+            raise ModelDirError(f"{path}: {fname} is listed in {CONFIG} but missing")
+        if verify and sha256(f) != digest:
+            raise ModelDirError(f"{path}: checksum mismatch for {fname} (file changed or corrupt)")
+    for required in (WEIGHTS, CMVN, UNITS):
+        if required not in config["files"]:
+            raise ModelDirError(f"{path}: {CONFIG} does not list {required}")
+    try:
+        mcfg = from_dict(ModelConfig, config["model"])
+        fcfg = from_dict(FeatureConfig, config["features"])
+        ccfg = from_dict(ChunkConfig, config["streaming"])
+    except (ConfigError, TypeError) as e:
+        raise ModelDirError(f"{path / CONFIG}: {e}") from e
+    try:
+        tokenizer = Tokenizer.from_dir(path)
+    except TokenizerError as e:
+        raise ModelDirError(f"{path}: {e}") from e
+    if len(tokenizer) != mcfg.vocab_size:
+        raise ModelDirError(
+            f"{path}: {UNITS} has {len(tokenizer)} units but the model's vocab_size is {mcfg.vocab_size}"
+        )
+    if fcfg.num_mel_bins != mcfg.input_dim:
+        raise ModelDirError(f"{path}: features have {fcfg.num_mel_bins} mel bins, model expects {mcfg.input_dim}")
+    try:
+        cmvn = json.loads((path / CMVN).read_text())
+        mean, istd = torch.tensor(cmvn["mean"]), torch.tensor(cmvn["istd"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ModelDirError(f"{path / CMVN}: expected {{'mean': [...], 'istd': [...]}} ({e})") from e
+    if mean.shape != (mcfg.input_dim,) or istd.shape != (mcfg.input_dim,):
+        raise ModelDirError(f"{path / CMVN}: mean/istd must have {mcfg.input_dim} values")
+
+    model = CTCModel(mcfg)
+    weights = load_file(str(path / WEIGHTS))
+    weights[_CMVN_KEYS[0]], weights[_CMVN_KEYS[1]] = mean, istd
+    load_state_checked(model, weights, str(path / WEIGHTS))
+    model.to(device).eval()
+    return ModelBundle(model, tokenizer, fcfg, ccfg, config["name"], path, config.get("extra", {}))
+
+
+def load_state_checked(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """load_state_dict with every missing, unexpected or mis-shaped tensor named."""
+    expected = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(model.state_dict()))
+    if missing:
+        raise ModelDirError(f"{source}: missing tensors {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+    if unexpected:
+        raise ModelDirError(f"{source}: unexpected tensors {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+    for k, v in expected.items():
+        if tuple(weights[k].shape) != tuple(v.shape):
+            raise ModelDirError(f"{source}: {k} has shape {tuple(weights[k].shape)}, the config implies {tuple(v.shape)}")
+    model.load_state_dict(weights, strict=False)

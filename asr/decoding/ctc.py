@@ -1,0 +1,180 @@
+"""Incremental CTC search: greedy and prefix beam, with per-token times and confidences.
+
+Both decoders take CTC log-probabilities chunk by chunk (`advance`) and keep their state
+between chunks, so decoding a stream in pieces gives exactly what decoding the whole
+utterance at once gives. Frame indices are absolute encoder frames since the decoder was
+created (or last reset); callers turn them into milliseconds with the frame duration.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["Hypothesis", "GreedyDecoder", "PrefixBeamDecoder", "make_decoder"]
+
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """tokens: unit ids; frames: the frame where each token peaked; confidences: the
+    posterior of each token at its peak; score: log-probability of the hypothesis."""
+
+    tokens: tuple[int, ...]
+    frames: tuple[int, ...]
+    confidences: tuple[float, ...]
+    score: float = 0.0
+
+
+class GreedyDecoder:
+    """argmax per frame, repeats collapsed, blanks dropped."""
+
+    def __init__(self, blank: int = 0, blank_penalty: float = 0.0) -> None:
+        self.blank = blank
+        self.blank_penalty = blank_penalty
+        self.reset()
+
+    def reset(self) -> None:
+        self.frames_seen = 0
+        self._prev = self.blank
+        self._tokens: list[int] = []
+        self._frames: list[int] = []
+        self._conf: list[float] = []
+        self._score = 0.0
+
+    def advance(self, logp: torch.Tensor | np.ndarray) -> None:
+        """logp (frames, vocab) for the next frames of the stream."""
+        lp = torch.as_tensor(logp, dtype=torch.float32)
+        if lp.numel() == 0:
+            return
+        if self.blank_penalty:
+            lp = lp.clone()
+            lp[:, self.blank] -= self.blank_penalty
+        best, ids = lp.max(dim=-1)
+        best_l, ids_l = best.tolist(), ids.tolist()
+        for t, (tok, score) in enumerate(zip(ids_l, best_l)):
+            self._score += score
+            if tok != self.blank and tok != self._prev:
+                self._tokens.append(tok)
+                self._frames.append(self.frames_seen + t)
+                self._conf.append(math.exp(score))
+            elif tok != self.blank and tok == self._prev and math.exp(score) > self._conf[-1]:
+                # Same token continues: keep its most confident frame as its time.
+                self._frames[-1] = self.frames_seen + t
+                self._conf[-1] = math.exp(score)
+            self._prev = tok
+        self.frames_seen += len(ids_l)
+
+    def best(self) -> Hypothesis:
+        return Hypothesis(tuple(self._tokens), tuple(self._frames), tuple(self._conf), self._score)
+
+    def nbest(self) -> list[Hypothesis]:
+        return [self.best()]
+
+
+@dataclass
+class _Prefix:
+    pb: float = NEG_INF  # log-prob of the prefix ending in blank
+    pnb: float = NEG_INF  # ... ending in its last token
+    frames: tuple[int, ...] = ()
+    conf: tuple[float, ...] = ()
+    peak: float = NEG_INF  # log-prob of the last token at its recorded frame
+
+    @property
+    def total(self) -> float:
+        return _logaddexp(self.pb, self.pnb)
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a == NEG_INF:
+        return b
+    if b == NEG_INF:
+        return a
+    m = max(a, b)
+    return m + math.log1p(math.exp(-abs(a - b)))
+
+
+class PrefixBeamDecoder:
+    """CTC prefix beam search (blank/non-blank split, merged prefixes), n-best output.
+
+    Per frame only the `beam_size` most likely units are expanded, as in WeNet.
+    """
+
+    def __init__(self, beam_size: int = 10, blank: int = 0, blank_penalty: float = 0.0) -> None:
+        self.beam_size = beam_size
+        self.blank = blank
+        self.blank_penalty = blank_penalty
+        self.reset()
+
+    def reset(self) -> None:
+        self.frames_seen = 0
+        self._beams: dict[tuple[int, ...], _Prefix] = {(): _Prefix(pb=0.0)}
+
+    def advance(self, logp: torch.Tensor | np.ndarray) -> None:
+        lp = torch.as_tensor(logp, dtype=torch.float32)
+        if lp.numel() == 0:
+            return
+        if self.blank_penalty:
+            lp = lp.clone()
+            lp[:, self.blank] -= self.blank_penalty
+        k = min(self.beam_size, lp.size(-1))
+        top_v, top_i = lp.topk(k, dim=-1)
+        top_v_l, top_i_l = top_v.tolist(), top_i.tolist()
+        for t in range(lp.size(0)):
+            self._step(self.frames_seen + t, top_i_l[t], top_v_l[t])
+        self.frames_seen += lp.size(0)
+
+    def _step(self, frame: int, ids: list[int], vals: list[float]) -> None:
+        nxt: dict[tuple[int, ...], _Prefix] = {}
+
+        def get(prefix: tuple[int, ...], src: _Prefix, new_token: bool, v: float) -> _Prefix:
+            p = nxt.get(prefix)
+            if p is None:
+                if new_token:
+                    p = _Prefix(frames=src.frames + (frame,), conf=src.conf + (math.exp(v),), peak=v)
+                else:
+                    p = _Prefix(frames=src.frames, conf=src.conf, peak=src.peak)
+                nxt[prefix] = p
+            return p
+
+        for prefix, beam in self._beams.items():
+            last = prefix[-1] if prefix else None
+            for u, v in zip(ids, vals):
+                if u == self.blank:
+                    p = get(prefix, beam, False, v)
+                    p.pb = _logaddexp(p.pb, beam.total + v)
+                elif u == last:
+                    # *uu -> *u (repeat without blank between)
+                    p = get(prefix, beam, False, v)
+                    p.pnb = _logaddexp(p.pnb, beam.pnb + v)
+                    if v > p.peak and p.frames:
+                        p.frames = p.frames[:-1] + (frame,)
+                        p.conf = p.conf[:-1] + (math.exp(v),)
+                        p.peak = v
+                    # *u-u -> *uu (new token after blank)
+                    q = get(prefix + (u,), beam, True, v)
+                    q.pnb = _logaddexp(q.pnb, beam.pb + v)
+                else:
+                    q = get(prefix + (u,), beam, True, v)
+                    q.pnb = _logaddexp(q.pnb, beam.total + v)
+        ranked = sorted(nxt.items(), key=lambda kv: kv[1].total, reverse=True)[: self.beam_size]
+        self._beams = dict(ranked)
+
+    def nbest(self, n: int | None = None) -> list[Hypothesis]:
+        ranked = sorted(self._beams.items(), key=lambda kv: kv[1].total, reverse=True)
+        return [Hypothesis(p, b.frames, b.conf, b.total) for p, b in ranked[: n or self.beam_size]]
+
+    def best(self) -> Hypothesis:
+        return self.nbest(1)[0]
+
+
+def make_decoder(method: str, beam_size: int = 10, blank: int = 0, blank_penalty: float = 0.0):
+    if method == "greedy":
+        return GreedyDecoder(blank, blank_penalty)
+    if method == "prefix_beam":
+        return PrefixBeamDecoder(beam_size, blank, blank_penalty)
+    raise ValueError(f"unknown decoding method {method!r}")

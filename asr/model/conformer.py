@@ -1,0 +1,152 @@
+"""Conformer encoder with a CTC head: full-context, chunk-masked and batched streaming forward.
+
+Shapes: fbank input (B, T, idim) before CMVN (CMVN runs inside, as in WeNet); encoder
+output (B, T', d) with T' = subsampled_lengths(T); CTC log-probs (B, T', vocab).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from .layers import ConformerBlock, Conv2dSubsampling, GlobalCMVN, sinusoid, subsampled_lengths
+from .state import EncoderState
+
+__all__ = ["ConformerEncoder", "CTCModel", "chunk_mask", "chunk_window"]
+
+
+def chunk_mask(size: int, chunk: int, left_chunks: int = -1, device: torch.device | str = "cpu") -> Tensor:
+    """(size, size) bool: frame i attends to frame j within its own chunk and `left_chunks`
+    chunks before it (all history when left_chunks < 0). Same as WeNet's subsequent_chunk_mask."""
+    idx = torch.arange(size, device=device)
+    chunk_id = idx // chunk
+    end = (chunk_id + 1) * chunk
+    start = torch.zeros_like(idx) if left_chunks < 0 else ((chunk_id - left_chunks) * chunk).clamp(min=0)
+    return (idx[None, :] < end[:, None]) & (idx[None, :] >= start[:, None])
+
+
+def chunk_window(cfg: ModelConfig, chunk_size: int) -> tuple[int, int]:
+    """(window, stride) in fbank frames for chunk_size encoder frames per step.
+
+    The subsampling convolution has no cache, so consecutive windows overlap by
+    right_context + 1 - rate frames; window = (chunk - 1) * rate + right_context + 1.
+    """
+    rate, ctx = cfg.subsampling_rate, cfg.right_context
+    return (chunk_size - 1) * rate + ctx + 1, chunk_size * rate
+
+
+class ConformerEncoder(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.global_cmvn = GlobalCMVN(cfg.input_dim)
+        self.embed = Conv2dSubsampling(cfg.input_dim, cfg.output_size, cfg.input_layer)
+        self.encoders = nn.ModuleList([ConformerBlock(cfg) for _ in range(cfg.num_blocks)])
+        self.after_norm = nn.LayerNorm(cfg.output_size, eps=cfg.norm_eps)
+        self.xscale = math.sqrt(cfg.output_size)
+
+    def forward(self, xs: Tensor, xs_lens: Tensor, chunk_size: int = -1, left_chunks: int = -1) -> tuple[Tensor, Tensor]:
+        """Whole utterances (B, T, idim) -> (B, T', d), lengths (B,).
+
+        chunk_size <= 0 is full context; otherwise attention is limited by `chunk_mask`,
+        which is exactly what `forward_chunk` computes stream-wise.
+        """
+        x = self.embed(self.global_cmvn(xs)) * self.xscale
+        lens = subsampled_lengths(xs_lens, self.cfg.input_layer)
+        t = x.size(1)
+        pad = torch.arange(t, device=x.device)[None, :] < lens[:, None]  # (B, t)
+        mask = pad[:, None, :]
+        if chunk_size > 0:
+            mask = mask & chunk_mask(t, chunk_size, left_chunks, x.device)[None]
+        pos_emb = sinusoid(torch.arange(t, device=x.device), self.cfg.output_size)[None]
+        for layer in self.encoders:
+            x, _, _ = layer(x, mask, pos_emb, pad[:, None, :])
+        return self.after_norm(x), lens
+
+    def forward_chunk(
+        self, xs: Tensor, xs_lens: Tensor, state: EncoderState, cache_frames: int = -1
+    ) -> tuple[Tensor, Tensor, EncoderState]:
+        """One streaming step for a batch of streams.
+
+        xs (B, T_in, idim): each stream's fbank window (its last `right_context + 1 - rate`
+        frames overlap the previous window), padded to T_in; xs_lens (B,) valid frames.
+        state: the streams' stacked `EncoderState` (different offsets and cache lengths
+        allowed). cache_frames: attention history kept afterwards (-1 = all).
+        Returns (B, t, d) outputs, (B,) valid output lengths, and the new state.
+        """
+        cfg = self.cfg
+        x = self.embed(self.global_cmvn(xs)) * self.xscale
+        lens = subsampled_lengths(xs_lens, cfg.input_layer)
+        b, t, _ = x.shape
+        c = state.att_cache.size(3)
+        slots = torch.arange(c + t, device=x.device)
+        valid = (slots[None, :] >= (c - state.att_len)[:, None]) & (slots[None, :] < (c + lens)[:, None])
+        positions = (state.offset[:, None] - c + slots[None, :]).clamp(min=0)
+        pos_emb = sinusoid(positions, cfg.output_size)  # (B, C + t, d)
+        pad = (torch.arange(t, device=x.device)[None, :] < lens[:, None])[:, None, :]
+
+        new_len = state.att_len + lens
+        if cache_frames >= 0:
+            new_len = new_len.clamp(max=cache_frames)
+        width = int(new_len.max()) if b else 0
+        # Next cache slot j of stream i holds key slot (c + lens[i] - width + j) of this step.
+        kv_index = (c + lens[:, None] - width + torch.arange(width, device=x.device)[None, :]).clamp(min=0)
+        lorder = state.cnn_cache.size(3)
+        cnn_index = lens[:, None] + torch.arange(lorder, device=x.device)[None, :]
+
+        att_caches, cnn_caches = [], []
+        for i, layer in enumerate(self.encoders):
+            cnn_cache = state.cnn_cache[i] if lorder > 0 else None
+            x, kv, conv_in = layer(x, valid[:, None, :], pos_emb, pad, state.att_cache[i], cnn_cache)
+            idx = kv_index[:, None, :, None].expand(b, kv.size(1), width, kv.size(3))
+            att_caches.append(torch.gather(kv, 2, idx))
+            if lorder > 0 and conv_in is not None:
+                idx = cnn_index[:, None, :].expand(b, conv_in.size(1), lorder)
+                cnn_caches.append(torch.gather(conv_in, 2, idx))
+            else:
+                cnn_caches.append(state.cnn_cache[i])
+        new_state = EncoderState(
+            att_cache=torch.stack(att_caches).to(state.att_cache.dtype),
+            att_len=new_len,
+            cnn_cache=torch.stack(cnn_caches).to(state.cnn_cache.dtype),
+            offset=state.offset + lens,
+        )
+        return self.after_norm(x), lens, new_state
+
+
+class CTCHead(nn.Module):
+    def __init__(self, d: int, vocab: int) -> None:
+        super().__init__()
+        self.ctc_lo = nn.Linear(d, vocab)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.log_softmax(self.ctc_lo(x).float(), dim=-1)
+
+
+class CTCModel(nn.Module):
+    """Encoder + CTC head. `forward` returns CTC log-probs (B, T', vocab) and lengths."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = ConformerEncoder(cfg)
+        self.ctc = CTCHead(cfg.output_size, cfg.vocab_size)
+
+    def forward(self, xs: Tensor, xs_lens: Tensor, chunk_size: int = -1, left_chunks: int = -1) -> tuple[Tensor, Tensor]:
+        out, lens = self.encoder(xs, xs_lens, chunk_size, left_chunks)
+        return self.ctc(out), lens
+
+    def forward_chunk(
+        self, xs: Tensor, xs_lens: Tensor, state: EncoderState, cache_frames: int = -1
+    ) -> tuple[Tensor, Tensor, EncoderState]:
+        out, lens, state = self.encoder.forward_chunk(xs, xs_lens, state, cache_frames)
+        return self.ctc(out), lens, state
+
+    def initial_state(self, batch: int = 1) -> EncoderState:
+        return EncoderState.initial(self.cfg, batch, next(self.parameters()).device)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
