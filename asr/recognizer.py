@@ -179,6 +179,7 @@ class Recognizer:
 
     def result(self, nbest: Sequence[Hypothesis], t0: float, t_end: float) -> Result:
         """Result from decoder hypotheses; t0 is the time of encoder frame 0 (seconds)."""
+        nbest = list(nbest)[: self.decoding.nbest]
         best = nbest[0]
         tokens = []
         for i, (tok, frame, conf) in enumerate(zip(best.tokens, best.frames, best.confidences)):

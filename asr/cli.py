@@ -1,0 +1,173 @@
+"""`tingxie` command line: transcribe, train, eval, data synth, serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "default_model_dir"]
+
+
+def default_model_dir() -> Path:
+    """$TINGXIE_MODEL, else the repository's models/default."""
+    env = os.environ.get("TINGXIE_MODEL")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+def _decoding_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=None, help="model directory (default: $TINGXIE_MODEL or models/default)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--decoding", choices=["greedy", "prefix_beam"], default="greedy")
+    p.add_argument("--beam", type=int, default=10, help="beam size for prefix_beam")
+
+
+def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None):
+    from .checkpoint import load_model_dir
+    from .config import ChunkConfig, DecodingConfig
+    from .recognizer import Recognizer
+
+    bundle = load_model_dir(args.model or default_model_dir())
+    chunk = None
+    if chunk_ms:
+        frame_ms = bundle.model.cfg.subsampling_rate * bundle.features.frame_shift_ms
+        chunk = ChunkConfig(max(1, round(chunk_ms / frame_ms)), -1)
+    return Recognizer(bundle, args.device, DecodingConfig(args.decoding, args.beam), chunk)
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from .audio import AudioError, read_audio
+
+    rec = _recognizer(args)
+    failures = 0
+    for f in args.files:
+        try:
+            audio, rate = read_audio(f)
+        except AudioError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        result = rec.transcribe(audio.mean(axis=0), rate)
+        if args.json:
+            print(json.dumps({"file": str(f), **result.to_dict()}, ensure_ascii=False))
+        else:
+            print(f"{f}\t{result.text}")
+    return 1 if failures else 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train.trainer import load_train_config, train
+
+    overrides = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value) if value[:1] in "[{0123456789-tfn\"" else value
+    out = train(load_train_config(args.config, overrides))
+    print(out)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .audio import read_audio
+    from .metrics import ErrorCounts
+    from .train.data import read_manifest
+
+    rec = _recognizer(args, args.chunk_ms if args.streaming else None)
+    utts = read_manifest(args.manifest)[: args.limit or None]
+    counts = ErrorCounts()
+    audio_s = compute_s = 0.0
+    for u in utts:
+        audio, rate = read_audio(u.audio)
+        mono = audio.mean(axis=0)
+        t0 = time.perf_counter()
+        if args.streaming:
+            s = rec.stream(rate)
+            s.accept(mono)
+            hyp = s.finalize().text
+        else:
+            hyp = rec.transcribe(mono, rate).text
+        compute_s += time.perf_counter() - t0
+        audio_s += mono.size / rate
+        counts.add(u.text, hyp)
+        if args.verbose:
+            print(f"{u.id}\tREF {u.text}\tHYP {hyp}")
+    mode = f"streaming {args.chunk_ms} ms" if args.streaming else "full context"
+    print(
+        json.dumps(
+            {
+                "manifest": str(args.manifest),
+                "mode": mode,
+                "utterances": counts.utterances,
+                "cer": round(counts.cer, 4),
+                "sub": counts.sub,
+                "del": counts.dele,
+                "ins": counts.ins,
+                "ref_units": counts.ref_units,
+                "rtf": round(compute_s / max(audio_s, 1e-9), 4),
+            },
+            ensure_ascii=False,
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tingxie", description="Streaming Mandarin speech recognition")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files")
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--json", action="store_true", help="one JSON object per file with tokens and times")
+    _decoding_args(p)
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("train", help="train a model from a recipe")
+    p.add_argument("--config", required=True, type=Path, help="recipe YAML (see recipes/)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="CER and real-time factor on a JSONL manifest")
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--streaming", action="store_true")
+    p.add_argument("--chunk-ms", type=int, default=640)
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--verbose", action="store_true")
+    _decoding_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    try:
+        from .data import synth
+    except ImportError:
+        synth = None
+    if synth is not None and hasattr(synth, "add_arguments"):
+        data = sub.add_parser("data", help="training data tools")
+        dsub = data.add_subparsers(dest="data_command", required=True)
+        p = dsub.add_parser("synth", help="generate the synthetic training corpus")
+        synth.add_arguments(p)
+        p.set_defaults(func=lambda a: synth.run(a) or 0)
+
+    try:
+        from server import cli as server_cli
+    except ImportError:
+        server_cli = None
+    if server_cli is not None:
+        server_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .checkpoint import ModelDirError
+
+    try:
+        return int(args.func(args) or 0)
+    except ModelDirError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

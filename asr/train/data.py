@@ -1,0 +1,127 @@
+"""Training data: JSONL manifests, duration-bucketed batches, feature collation.
+
+A manifest line is {"audio": path (relative to the manifest's folder or absolute),
+"text": normalised transcript, "duration": seconds, ...}.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..audio import read_audio
+from ..config import FeatureConfig
+from ..features import fbank, resample
+from ..tokens import Tokenizer
+
+__all__ = ["Utterance", "read_manifest", "duration_batches", "UtteranceDataset", "collate"]
+
+
+@dataclass(frozen=True)
+class Utterance:
+    audio: Path
+    text: str
+    duration: float
+    id: str = ""
+
+
+def read_manifest(path: str | Path) -> list[Utterance]:
+    path = Path(path)
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            audio = Path(d["audio"])
+            out.append(
+                Utterance(
+                    audio if audio.is_absolute() else path.parent / audio,
+                    d["text"],
+                    float(d["duration"]),
+                    str(d.get("id", audio.stem)),
+                )
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}:{n}: bad manifest line ({e})") from e
+    return out
+
+
+def duration_batches(
+    utts: Sequence[Utterance], max_seconds: float, seed: int, max_utts: int = 256
+) -> list[list[int]]:
+    """Batches of similar-length utterances, each holding at most `max_seconds` of padded
+    audio; batch order shuffled by `seed` (one seed per epoch)."""
+    rng = random.Random(seed)
+    order = sorted(range(len(utts)), key=lambda i: (utts[i].duration, rng.random()))
+    batches, cur, longest = [], [], 0.0
+    for i in order:
+        d = utts[i].duration
+        if cur and (max(longest, d) * (len(cur) + 1) > max_seconds or len(cur) >= max_utts):
+            batches.append(cur)
+            cur, longest = [], 0.0
+        cur.append(i)
+        longest = max(longest, d)
+    if cur:
+        batches.append(cur)
+    rng.shuffle(batches)
+    return batches
+
+
+class UtteranceDataset(torch.utils.data.Dataset):
+    """Index -> (features (T, F), token ids). Augmentation hooks run on the waveform
+    (`wave_aug(wav, rng)`) and on the features (`feat_aug(feats, rng)`)."""
+
+    def __init__(
+        self,
+        utts: Sequence[Utterance],
+        tokenizer: Tokenizer,
+        features: FeatureConfig = FeatureConfig(),
+        wave_aug: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+        feat_aug: Callable[[torch.Tensor, np.random.Generator], torch.Tensor] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.utts = list(utts)
+        self.tokenizer = tokenizer
+        self.features = features
+        self.wave_aug = wave_aug
+        self.feat_aug = feat_aug
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def load(self, i: int) -> np.ndarray:
+        data, rate = read_audio(self.utts[i].audio)
+        wav = data.mean(axis=0)
+        if rate != self.features.sample_rate:
+            wav = resample(torch.from_numpy(wav), rate, self.features.sample_rate).numpy()
+        return wav
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, list[int]]:
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        wav = self.load(i)
+        if self.wave_aug is not None:
+            wav = self.wave_aug(wav, rng)
+        feats = fbank(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), self.features)
+        if self.feat_aug is not None:
+            feats = self.feat_aug(feats, rng)
+        return feats, self.tokenizer.encode(self.utts[i].text)
+
+
+def collate(items: list[tuple[torch.Tensor, list[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> feats (B, T, F), feat_lens (B,), targets (B, U) padded with -1, target_lens (B,)."""
+    feats = torch.nn.utils.rnn.pad_sequence([f for f, _ in items], batch_first=True)
+    feat_lens = torch.tensor([f.size(0) for f, _ in items])
+    target_lens = torch.tensor([len(t) for _, t in items])
+    targets = torch.full((len(items), max(1, int(target_lens.max()))), -1, dtype=torch.long)
+    for k, (_, t) in enumerate(items):
+        targets[k, : len(t)] = torch.tensor(t, dtype=torch.long)
+    return feats, feat_lens, targets, target_lens

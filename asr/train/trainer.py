@@ -1,0 +1,358 @@
+"""CTC training loop: dynamic chunks, AdamW with warm-up, bf16 autocast, resumable checkpoints.
+
+One model serves streaming and full context: each batch is trained either with full
+context or with a random chunk size (and sometimes limited left context), as in WeNet's
+dynamic-chunk training. Checkpoints (model, optimiser, schedule, position in the epoch)
+are written every epoch and every `save_every_minutes`, so a run cut short resumes where
+it stopped; the exported model averages the last epochs' weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..checkpoint import save_model_dir
+from ..config import ChunkConfig, ConfigError, FeatureConfig, ModelConfig, from_dict
+from ..decoding import GreedyDecoder
+from ..metrics import ErrorCounts
+from ..model.conformer import CTCModel
+from ..tokens import Tokenizer, train_units
+from .data import UtteranceDataset, collate, duration_batches, read_manifest
+
+__all__ = ["TrainConfig", "train", "load_train_config"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    exp_dir: str
+    train_manifest: str | list[str]
+    dev_manifest: str | None = None
+    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields except vocab_size
+    tokenizer_dir: str | None = None  # reuse a unit table; default: build one in exp_dir
+    max_han_units: int = 6000
+    bpe_vocab: int = 300
+    epochs: int = 10
+    batch_seconds: float = 200.0
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 1000
+    weight_decay: float = 1e-2
+    grad_clip: float = 5.0
+    dynamic_chunk: bool = True
+    full_context_prob: float = 0.5
+    max_chunk: int = 25
+    limited_left_prob: float = 0.25
+    bf16: bool = True
+    augment: bool = False
+    spec_augment: bool = False
+    num_workers: int = 0
+    seed: int = 1
+    cmvn_utterances: int = 500
+    average_last: int = 3
+    keep_checkpoints: int = 5
+    save_every_minutes: float = 20.0
+    max_minutes: float | None = None  # stop (after saving) when this much time has passed
+    init_from: str | None = None  # start from these model weights (fine-tuning)
+    name: str = "tingxie"
+    log_interval: int = 50
+    progress: bool = True
+    streaming_chunk: int = 16
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    data.update(overrides or {})
+    return from_dict(TrainConfig, data)
+
+
+def _lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _sample_chunk(cfg: TrainConfig, rng: random.Random) -> tuple[int, int]:
+    if not cfg.dynamic_chunk or rng.random() < cfg.full_context_prob:
+        return -1, -1
+    chunk = rng.randint(1, cfg.max_chunk)
+    left = rng.randint(1, 8) if rng.random() < cfg.limited_left_prob else -1
+    return chunk, left
+
+
+def compute_cmvn(dataset: UtteranceDataset, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = list(range(len(dataset)))
+    random.Random(seed).shuffle(idx)
+    total, sq, frames = 0.0, 0.0, 0
+    aug = dataset.wave_aug, dataset.feat_aug
+    dataset.wave_aug = dataset.feat_aug = None
+    try:
+        for i in idx[:n]:
+            f, _ = dataset[i]
+            f = f.double()
+            total = total + f.sum(0)
+            sq = sq + (f * f).sum(0)
+            frames += f.size(0)
+    finally:
+        dataset.wave_aug, dataset.feat_aug = aug
+    mean = total / max(frames, 1)
+    var = (sq / max(frames, 1) - mean * mean).clamp(min=1e-20)
+    return mean.float(), (1.0 / var.sqrt()).float()
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.exp = Path(cfg.exp_dir)
+        self.exp.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        manifests = [cfg.train_manifest] if isinstance(cfg.train_manifest, str) else list(cfg.train_manifest)
+        self.train_utts = [u for m in manifests for u in read_manifest(m)]
+        self.dev_utts = read_manifest(cfg.dev_manifest) if cfg.dev_manifest else []
+        tok_dir = Path(cfg.tokenizer_dir) if cfg.tokenizer_dir else self.exp / "tokenizer"
+        if not (tok_dir / "units.txt").exists():
+            train_units((u.text for u in self.train_utts), tok_dir, cfg.max_han_units, cfg.bpe_vocab)
+        self.tok_dir = tok_dir
+        self.tokenizer = Tokenizer.from_dir(tok_dir)
+        self.model_cfg = from_dict(ModelConfig, {**cfg.model, "vocab_size": len(self.tokenizer)})
+        self.model = CTCModel(self.model_cfg)
+        wave_aug = feat_aug = None
+        if cfg.augment:
+            from .augment import AugmentConfig, Augmenter
+
+            aug = Augmenter(AugmentConfig())
+            wave_aug = lambda w, rng: aug(w, rng)  # noqa: E731
+        if cfg.spec_augment:
+            from .augment import spec_augment
+
+            feat_aug = spec_augment
+        self.train_set = UtteranceDataset(self.train_utts, self.tokenizer, FeatureConfig(), wave_aug, feat_aug, cfg.seed)
+        self.batches_per_epoch = len(duration_batches(self.train_utts, cfg.batch_seconds, 0))
+        self.total_steps = self.batches_per_epoch * cfg.epochs
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        if not self._resume():
+            self._init_weights()
+
+    # ---------------------------------------------------------------- state
+
+    def _init_weights(self) -> None:
+        if self.cfg.init_from:
+            from ..checkpoint import load_model_dir
+
+            src = load_model_dir(self.cfg.init_from).model
+            if src.cfg != self.model_cfg:
+                raise ConfigError("init_from model has a different configuration or unit table")
+            self.model.load_state_dict(src.state_dict())
+            self.log(f"initialised from {self.cfg.init_from}")
+            return
+        mean, istd = compute_cmvn(self.train_set, self.cfg.cmvn_utterances, self.cfg.seed)
+        self.model.encoder.global_cmvn.mean.copy_(mean)
+        self.model.encoder.global_cmvn.istd.copy_(istd)
+
+    def _ckpt_path(self, epoch: int, batch: int) -> Path:
+        return self.exp / f"ckpt_e{epoch:03d}_b{batch:06d}.pt"
+
+    def save(self, final_of_epoch: bool) -> Path:
+        path = self._ckpt_path(self.epoch, self.batch_in_epoch)
+        torch.save(
+            {
+                "model": self.model.state_dict(),
+                "optim": self.opt.state_dict(),
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "step": self.step,
+                "epoch_done": final_of_epoch,
+                "model_config": self.model_cfg.to_dict(),
+            },
+            path,
+        )
+        (self.exp / "last.json").write_text(json.dumps({"checkpoint": path.name}) + "\n")
+        # Keep the newest mid-epoch checkpoint only, and the last `keep_checkpoints` epoch ends.
+        ckpts = sorted(self.exp.glob("ckpt_e*.pt"))
+        ends = [p for p in ckpts if p.name.endswith("_b999999.pt")]
+        mids = [p for p in ckpts if p not in ends and p != path]
+        for p in mids + ends[: -self.cfg.keep_checkpoints]:
+            p.unlink()
+        return path
+
+    def _resume(self) -> bool:
+        last = self.exp / "last.json"
+        if not last.exists():
+            return False
+        path = self.exp / json.loads(last.read_text())["checkpoint"]
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if ck["model_config"] != self.model_cfg.to_dict():
+            raise ConfigError(f"{path}: model configuration differs from the recipe; use a new exp_dir")
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optim"])
+        self.step = ck["step"]
+        if ck["epoch_done"]:
+            self.epoch, self.batch_in_epoch = ck["epoch"] + 1, 0
+        else:
+            self.epoch, self.batch_in_epoch = ck["epoch"], ck["batch_in_epoch"]
+        self.log(f"resumed from {path.name}: epoch {self.epoch}, batch {self.batch_in_epoch}, step {self.step}")
+        return True
+
+    # ---------------------------------------------------------------- loop
+
+    def _write_log(self, record: dict[str, Any]) -> None:
+        with open(self.exp / "train_log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def train(self) -> Path:
+        cfg = self.cfg
+        started = time.monotonic()
+        last_save = started
+        rng = random.Random(cfg.seed * 1000 + self.step)
+        while self.epoch < cfg.epochs:
+            batches = duration_batches(self.train_utts, cfg.batch_seconds, cfg.seed * 7919 + self.epoch)
+            self.train_set.epoch = self.epoch
+            todo = batches[self.batch_in_epoch :]
+            loader = torch.utils.data.DataLoader(
+                self.train_set,
+                batch_sampler=todo,
+                collate_fn=collate,
+                num_workers=cfg.num_workers,
+                persistent_workers=False,
+            )
+            bar = _progress(len(batches), self.batch_in_epoch, f"epoch {self.epoch}", cfg.progress)
+            self.model.train()
+            loss_sum, n_batches, audio_s, t0 = 0.0, 0, 0.0, time.monotonic()
+            for feats, feat_lens, targets, target_lens in loader:
+                loss, n_frames = self._train_step(feats, feat_lens, targets, target_lens, rng)
+                loss_sum += loss
+                n_batches += 1
+                audio_s += float(feat_lens.sum()) / 100.0
+                self.batch_in_epoch += 1
+                self.step += 1
+                bar(f"loss {loss:.3f} lr {self.opt.param_groups[0]['lr']:.2e} {audio_s / (time.monotonic() - t0):.0f}x")
+                if self.step % cfg.log_interval == 0:
+                    self._write_log({"step": self.step, "epoch": self.epoch, "loss": round(loss, 4),
+                                     "lr": self.opt.param_groups[0]["lr"], "speed_x": round(audio_s / (time.monotonic() - t0), 1)})
+                now = time.monotonic()
+                if now - last_save > cfg.save_every_minutes * 60:
+                    self.save(False)
+                    last_save = now
+                if cfg.max_minutes is not None and now - started > cfg.max_minutes * 60:
+                    self.save(False)
+                    self.log(f"stopping after {cfg.max_minutes} min at epoch {self.epoch} batch {self.batch_in_epoch}")
+                    return self.export()
+            record: dict[str, Any] = {"epoch": self.epoch, "step": self.step, "train_loss": round(loss_sum / max(n_batches, 1), 4)}
+            if self.dev_utts:
+                record.update(self.evaluate())
+            self._write_log(record)
+            self.log(json.dumps(record))
+            self.batch_in_epoch = 999999  # marks an epoch-end checkpoint name
+            self.save(True)
+            self.epoch += 1
+            self.batch_in_epoch = 0
+        return self.export()
+
+    def _train_step(self, feats, feat_lens, targets, target_lens, rng: random.Random) -> tuple[float, int]:
+        cfg = self.cfg
+        factor = _lr_factor(self.step, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
+        for g in self.opt.param_groups:
+            g["lr"] = cfg.lr * factor
+        chunk, left = _sample_chunk(cfg, rng)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            logp, lens = self.model(feats, feat_lens, chunk, left)
+        ok = target_lens <= lens  # CTC cannot align more tokens than frames
+        if not bool(ok.any()):
+            return 0.0, 0
+        loss = torch.nn.functional.ctc_loss(
+            logp[ok].float().transpose(0, 1),
+            targets[ok].clamp(min=0),
+            lens[ok],
+            target_lens[ok],
+            blank=0,
+            reduction="sum",
+            zero_infinity=True,
+        ) / int(ok.sum())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        return float(loss.detach()), int(lens.sum())
+
+    @torch.inference_mode()
+    def evaluate(self, model: CTCModel | None = None) -> dict[str, float]:
+        """Dev CER with greedy search, full context and streaming chunks."""
+        model = model or self.model
+        model.eval()
+        ds = UtteranceDataset(self.dev_utts, self.tokenizer, FeatureConfig())
+        out = {}
+        for name, chunk in (("dev_cer_full", -1), (f"dev_cer_chunk{self.cfg.streaming_chunk}", self.cfg.streaming_chunk)):
+            counts = ErrorCounts()
+            for idx in duration_batches(self.dev_utts, self.cfg.batch_seconds, 0):
+                feats, lens, _, _ = collate([ds[i] for i in idx])
+                logp, olens = model(feats, lens, chunk, -1)
+                for k, i in enumerate(idx):
+                    dec = GreedyDecoder()
+                    dec.advance(logp[k, : olens[k]])
+                    counts.add(self.dev_utts[i].text, self.tokenizer.decode(dec.best().tokens))
+            out[name] = round(counts.cer, 4)
+        model.train()
+        return out
+
+    def export(self) -> Path:
+        """Average the last epoch-end checkpoints (or take the current weights) into a model dir."""
+        ends = sorted(self.exp.glob("ckpt_e*_b999999.pt"))[-self.cfg.average_last :]
+        model = CTCModel(self.model_cfg)
+        if ends:
+            avg: dict[str, torch.Tensor] = {}
+            for p in ends:
+                sd = torch.load(p, map_location="cpu", weights_only=True)["model"]
+                for k, v in sd.items():
+                    avg[k] = avg.get(k, 0) + (v.double() if v.is_floating_point() else v)
+            model.load_state_dict({k: (v / len(ends)).float() if v.is_floating_point() else sd[k] for k, v in avg.items()})
+        else:
+            model.load_state_dict(self.model.state_dict())
+        out = self.exp / "model"
+        save_model_dir(
+            out,
+            model.eval(),
+            self.tok_dir,
+            self.cfg.name,
+            FeatureConfig(),
+            ChunkConfig(self.cfg.streaming_chunk, -1),
+            {"averaged_checkpoints": [p.name for p in ends], "train_config": asdict(self.cfg)},
+        )
+        self.log(f"exported {out} (averaged {len(ends)} checkpoints)")
+        return out
+
+
+def _progress(total: int, start: int, desc: str, enabled: bool) -> Callable[[str], None]:
+    if not enabled:
+        return lambda _msg: None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return lambda _msg: None
+    bar = tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True, leave=False)
+
+    def update(msg: str) -> None:
+        bar.set_postfix_str(msg, refresh=False)
+        bar.update(1)
+        if bar.n >= total:
+            bar.close()
+
+    return update
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
+    """Train (or resume) and export; returns the exported model directory."""
+    np.random.seed(cfg.seed)
+    return Trainer(cfg, log).train()

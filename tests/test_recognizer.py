@@ -1,0 +1,168 @@
+import numpy as np
+import pytest
+import torch
+
+from asr.config import ChunkConfig, DecodingConfig
+from asr.features import fbank
+from asr.recognizer import Recognizer
+
+from .conftest import speech_like
+
+
+@pytest.fixture(scope="module")
+def rec(random_model_dir):
+    return Recognizer.from_dir(random_model_dir, device="cpu")
+
+
+def pieces(x: np.ndarray, seed: int, max_piece: int):
+    rng = np.random.default_rng(seed)
+    i = 0
+    while i < x.size:
+        n = int(rng.integers(1, max_piece))
+        yield x[i : i + n]
+        i += n
+
+
+def stream_all(rec, audio, rate, seed, max_piece):
+    s = rec.stream(rate)
+    partials = []
+    for p in pieces(audio, seed, max_piece):
+        s.accept(p)
+        partials.append(s.partial().text)
+    return s.finalize(), partials
+
+
+def test_ctc_logprobs_streaming_equals_chunk_masked_forward(rec):
+    audio = speech_like(3.0)
+    feats = fbank(torch.from_numpy(audio))
+    for chunk, left in [(4, -1), (4, 2), (16, -1)]:
+        streamed = rec.ctc_logprobs(audio, 16000, chunk_size=chunk, left_chunks=left)
+        with torch.no_grad():
+            masked, _ = rec.model(feats[None], torch.tensor([feats.size(0)]), chunk, left)
+        assert streamed.shape == masked[0].shape
+        assert (streamed - masked[0]).abs().max() <= 1e-4
+    full = rec.ctc_logprobs(audio, 16000)
+    assert full.shape == streamed.shape
+
+
+@pytest.mark.parametrize("max_piece", [50, 1000, 20000])
+def test_stream_in_any_pieces_gives_identical_results(rec, max_piece):
+    audio = speech_like(4.0, seed=1)
+    whole = rec.stream(16000)
+    whole.accept(audio)
+    final_whole = whole.finalize()
+    assert final_whole.text  # the random model emits tokens on this audio
+    for seed in range(2):
+        final, _ = stream_all(rec, audio, 16000, seed, max_piece)
+        assert final == final_whole
+
+
+def test_stream_final_equals_streamed_ctc_decoding(rec):
+    """The final of a stream is the greedy decoding of the streamed log-probs."""
+    audio = speech_like(2.5, seed=2)
+    s = rec.stream()
+    s.accept(audio)
+    final = s.finalize()
+    logp = rec.ctc_logprobs(audio, 16000, chunk_size=rec.chunk.chunk_size)
+    ids = logp.argmax(-1).tolist()
+    collapsed = [u for i, u in enumerate(ids) if u != 0 and (i == 0 or ids[i - 1] != u)]
+    assert [t.id for t in final.tokens] == collapsed
+
+
+def test_partials_grow_towards_the_final(rec):
+    audio = speech_like(3.0, seed=3)
+    final, partials = stream_all(rec, audio, 16000, 0, 3200)
+    assert partials[-1] and final.text.startswith(partials[-1][: max(0, len(partials[-1]) - 2)])
+    nonempty = [p for p in partials if p]
+    assert len(set(nonempty)) > 1  # partial results change while audio arrives
+
+
+def test_batched_step_equals_streams_alone(rec):
+    audios = [speech_like(d, seed=i) for i, d in enumerate([2.0, 3.3, 1.1, 2.7])]
+    alone = []
+    for a in audios:
+        s = rec.stream()
+        s.accept(a)
+        alone.append(s.finalize())
+    streams = [rec.stream() for _ in audios]
+    rng = np.random.default_rng(0)
+    cursors = [0] * len(audios)
+    while any(c < a.size for c, a in zip(cursors, audios)):
+        for i, a in enumerate(audios):
+            n = int(rng.integers(800, 6000))
+            if cursors[i] < a.size:
+                streams[i].accept_waveform(a[cursors[i] : cursors[i] + n])
+                cursors[i] += n
+                if cursors[i] >= a.size:
+                    streams[i].input_finished()
+        while ready := [s for s in streams if s.ready()]:
+            rec.step(ready)  # one batched forward over every stream with a chunk
+    finals = [s.partial() for s in streams]
+    for got, want in zip(finals, alone):
+        assert got.text == want.text
+        assert [t.start for t in got.tokens] == [t.start for t in want.tokens]
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_other_sample_rates_stream_like_whole_signal_resampling(rec, rate):
+    audio = speech_like(2.0, rate=rate, seed=5)
+    s = rec.stream(rate)
+    for p in pieces(audio, 0, 4000):
+        s.accept(p)
+    final = s.finalize()
+    # ctc_logprobs resamples the whole signal first, then streams the features.
+    logp = rec.ctc_logprobs(audio, rate, chunk_size=rec.chunk.chunk_size)
+    ids = logp.argmax(-1).tolist()
+    collapsed = [u for i, u in enumerate(ids) if u != 0 and (i == 0 or ids[i - 1] != u)]
+    assert final.tokens and [t.id for t in final.tokens] == collapsed
+
+
+def test_int16_and_float_input_agree(rec):
+    audio = speech_like(2.0, seed=6)
+    pcm = np.round(audio * 32767).astype(np.int16)
+    a = rec.transcribe(pcm, 16000)
+    b = rec.transcribe(pcm.astype(np.float32) / 32768, 16000)
+    assert a == b
+
+
+def test_timestamps_and_confidences(rec):
+    audio = speech_like(3.0, seed=7)
+    r = rec.transcribe(audio, 16000)
+    assert r.tokens
+    starts = [t.start for t in r.tokens]
+    assert starts == sorted(starts)
+    assert all(0 <= t.start < t.end <= 3.0 + 1e-6 for t in r.tokens)
+    assert all(0 < t.confidence <= 1 for t in r.tokens)
+    assert 0 < r.confidence <= 1
+    assert r.text == "".join(t.text for t in r.tokens)
+
+
+def test_end_utterance_resets_and_keeps_absolute_times(rec):
+    audio = speech_like(4.0, seed=8)
+    s = rec.stream()
+    s.accept(audio[:32000])
+    first = s.end_utterance()
+    s.accept(audio[32000:])
+    second = s.finalize()
+    assert first.tokens and second.tokens
+    assert second.tokens[0].start >= 1.9  # times count from the stream start, not the utterance
+
+
+def test_long_audio_uses_bounded_memory_path(random_model_dir):
+    rec = Recognizer.from_dir(random_model_dir, device="cpu")
+    rec.max_full_context_s = 2.0
+    audio = speech_like(5.0, seed=9)
+    r = rec.transcribe(audio, 16000)
+    assert r.tokens and r.tokens[-1].end <= 5.0 + 1e-6
+
+
+def test_beam_search_option(random_model_dir):
+    rec = Recognizer.from_dir(random_model_dir, device="cpu", decoding=DecodingConfig("prefix_beam", 4, 3))
+    r = rec.transcribe(speech_like(2.0, seed=10), 16000)
+    assert len(r.nbest) == 3 and r.nbest[0][0] == r.text
+    assert r.nbest[0][1] >= r.nbest[1][1]
+
+
+def test_chunk_override(random_model_dir):
+    rec = Recognizer.from_dir(random_model_dir, device="cpu", chunk=ChunkConfig(8, 1))
+    assert rec.chunk.chunk_size == 8 and rec.window == 35 and rec.stride == 32
