@@ -36,6 +36,7 @@ _DIGIT_YAO = "零幺二三四五六七八九"
 _LIANG_MEASURES = (
     "个位台次天年点岁本件张条只家名种项份斤公里米小时周杯瓶块辆层间对双套副部句"
     "门所座棵头匹枚颗根把支盒包袋箱桶碗盘顿场轮届批群口架艘节段篇首幅栋"
+    "晚夜遍趟下声圈期笔单"
 )
 
 # Words after which a digit string is an identifier read digit by digit.

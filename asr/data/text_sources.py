@@ -40,7 +40,7 @@ MAX_CHARS = 30
 TEST_PERMILLE = 10
 DEV_PERMILLE = 5
 TOP_CHARS = 5000
-POOL_VERSION = 3
+POOL_VERSION = 4
 SOURCES = ("news", "review", "hsk", "callcenter", "coverage")
 
 _SENT_END = re.compile(r"(?<=[。！？!?\n])")
@@ -152,6 +152,8 @@ def sentence_pieces(sentence: str, rng: random.Random) -> list[tuple[str, ...]]:
     """Normalised pieces (tuples of clause segments) of one raw sentence."""
     sentence = _BRACKETS.sub("", unicodedata.normalize("NFKC", sentence))
     sentence = re.sub(r"^\s*(?:\d{1,2}|[一二三四五六七八九十]{1,3})\s*[、.)）]\s*", "", sentence)
+    # list markers inside a paragraph: "...，2、速度慢" / "... 3.稍微有点厚"
+    sentence = re.sub(r"(?<=[，,；;：:\s])\d{1,2}\s*[、.)）](?!\d)", "，", sentence)
     clauses = []
     for raw in _CLAUSE_SPLIT.split(sentence):
         norm = normalize_text(raw)
