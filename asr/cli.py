@@ -76,7 +76,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .train.data import read_manifest
 
     rec = _recognizer(args, args.chunk_ms if args.streaming else None)
-    utts = read_manifest(args.manifest)[: args.limit or None]
+    # References in spoken form (digits as characters), as the model writes them.
+    utts = read_manifest(args.manifest, normalize=True)[: args.limit or None]
     counts = ErrorCounts()
     audio_s = compute_s = 0.0
     for u in utts:

@@ -7,6 +7,7 @@ A manifest line is {"audio": path (relative to the manifest's folder or absolute
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..audio import read_audio
+from ..audio import AudioError, read_audio
 from ..config import FeatureConfig
 from ..features import fbank, resample
 from ..tokens import Tokenizer
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Utterance", "read_manifest", "duration_batches", "UtteranceDataset", "collate"]
 
@@ -31,8 +34,11 @@ class Utterance:
     id: str = ""
 
 
-def read_manifest(path: str | Path) -> list[Utterance]:
+def read_manifest(path: str | Path, normalize: bool = False) -> list[Utterance]:
+    """Read a JSONL manifest; with `normalize`, transcripts are put in spoken form
+    (asr.data.normalize: numbers as characters, punctuation removed)."""
     path = Path(path)
+    norm = _normalizer() if normalize else (lambda t: t)
     out = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -43,7 +49,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
             out.append(
                 Utterance(
                     audio if audio.is_absolute() else path.parent / audio,
-                    d["text"],
+                    norm(d["text"]),
                     float(d["duration"]),
                     str(d.get("id", audio.stem)),
                 )
@@ -51,6 +57,12 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}:{n}: bad manifest line ({e})") from e
     return out
+
+
+def _normalizer():
+    from ..data.normalize import normalize_text
+
+    return normalize_text
 
 
 def duration_batches(
@@ -105,9 +117,14 @@ class UtteranceDataset(torch.utils.data.Dataset):
             wav = resample(torch.from_numpy(wav), rate, self.features.sample_rate).numpy()
         return wav
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, list[int]]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, list[int]] | None:
         rng = np.random.default_rng((self.seed, self.epoch, i))
-        wav = self.load(i)
+        try:
+            wav = self.load(i)
+        except AudioError as e:
+            # One unreadable file must not end a long training run: skip it, say so.
+            log.warning("skipping utterance: %s", e)
+            return None
         if self.wave_aug is not None:
             wav = self.wave_aug(wav, rng)
         feats = fbank(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), self.features)
@@ -116,8 +133,12 @@ class UtteranceDataset(torch.utils.data.Dataset):
         return feats, self.tokenizer.encode(self.utts[i].text)
 
 
-def collate(items: list[tuple[torch.Tensor, list[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> feats (B, T, F), feat_lens (B,), targets (B, U) padded with -1, target_lens (B,)."""
+def collate(items: list[tuple[torch.Tensor, list[int]] | None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> feats (B, T, F), feat_lens (B,), targets (B, U) padded with -1, target_lens (B,).
+    Skipped (None) items are dropped; an all-skipped batch has B = 0."""
+    items = [it for it in items if it is not None]
+    if not items:
+        return torch.zeros(0, 0, 80), torch.zeros(0, dtype=torch.long), torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, dtype=torch.long)
     feats = torch.nn.utils.rnn.pad_sequence([f for f, _ in items], batch_first=True)
     feat_lens = torch.tensor([f.size(0) for f, _ in items])
     target_lens = torch.tensor([len(t) for _, t in items])

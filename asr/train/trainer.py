@@ -38,11 +38,13 @@ class TrainConfig:
     dev_manifest: str | None = None
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields except vocab_size
     tokenizer_dir: str | None = None  # reuse a unit table; default: build one in exp_dir
+    normalize_text: bool = True  # spoken-form transcripts (numbers as Han characters, no punctuation)
     max_han_units: int = 6000
     bpe_vocab: int = 300
     epochs: int = 10
     batch_seconds: float = 200.0
     lr: float = 1e-3
+    schedule: str = "cosine"  # cosine (to min_lr_ratio at the last epoch) | noam (inverse sqrt, open-ended)
     min_lr_ratio: float = 0.05
     warmup_steps: int = 1000
     weight_decay: float = 1e-2
@@ -69,16 +71,35 @@ class TrainConfig:
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Recipe YAML -> TrainConfig. `${VAR}` in strings expands from the environment
+    (e.g. `${TINGXIE_CORPUS}`); relative paths stay relative to the working directory."""
+    import os
+
     import yaml
 
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     data.update(overrides or {})
-    return from_dict(TrainConfig, data)
+
+    def expand(v: Any) -> Any:
+        if isinstance(v, str):
+            return os.path.expandvars(v)
+        if isinstance(v, list):
+            return [expand(x) for x in v]
+        if isinstance(v, dict):
+            return {k: expand(x) for k, x in v.items()}
+        return v
+
+    cfg = from_dict(TrainConfig, expand(data))
+    if cfg.schedule not in ("cosine", "noam"):
+        raise ConfigError("schedule must be cosine or noam")
+    return cfg
 
 
-def _lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+def _lr_factor(step: int, warmup: int, total: int, min_ratio: float, schedule: str = "cosine") -> float:
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "noam":
+        return max(min_ratio, math.sqrt(warmup / (step + 1)))
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -119,8 +140,8 @@ class Trainer:
         self.exp.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         manifests = [cfg.train_manifest] if isinstance(cfg.train_manifest, str) else list(cfg.train_manifest)
-        self.train_utts = [u for m in manifests for u in read_manifest(m)]
-        self.dev_utts = read_manifest(cfg.dev_manifest) if cfg.dev_manifest else []
+        self.train_utts = [u for m in manifests for u in read_manifest(m, cfg.normalize_text)]
+        self.dev_utts = read_manifest(cfg.dev_manifest, cfg.normalize_text) if cfg.dev_manifest else []
         tok_dir = Path(cfg.tokenizer_dir) if cfg.tokenizer_dir else self.exp / "tokenizer"
         if not (tok_dir / "units.txt").exists():
             train_units((u.text for u in self.train_utts), tok_dir, cfg.max_han_units, cfg.bpe_vocab)
@@ -232,7 +253,7 @@ class Trainer:
             self.model.train()
             loss_sum, n_batches, audio_s, t0 = 0.0, 0, 0.0, time.monotonic()
             for feats, feat_lens, targets, target_lens in loader:
-                loss, n_frames = self._train_step(feats, feat_lens, targets, target_lens, rng)
+                loss, n_frames = self._train_step(feats, feat_lens, targets, target_lens, rng) if len(feat_lens) else (0.0, 0)
                 loss_sum += loss
                 n_batches += 1
                 audio_s += float(feat_lens.sum()) / 100.0
@@ -263,7 +284,7 @@ class Trainer:
 
     def _train_step(self, feats, feat_lens, targets, target_lens, rng: random.Random) -> tuple[float, int]:
         cfg = self.cfg
-        factor = _lr_factor(self.step, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
+        factor = _lr_factor(self.step, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio, cfg.schedule)
         for g in self.opt.param_groups:
             g["lr"] = cfg.lr * factor
         chunk, left = _sample_chunk(cfg, rng)
@@ -297,7 +318,11 @@ class Trainer:
         for name, chunk in (("dev_cer_full", -1), (f"dev_cer_chunk{self.cfg.streaming_chunk}", self.cfg.streaming_chunk)):
             counts = ErrorCounts()
             for idx in duration_batches(self.dev_utts, self.cfg.batch_seconds, 0):
-                feats, lens, _, _ = collate([ds[i] for i in idx])
+                items = [(i, ds[i]) for i in idx]
+                idx = [i for i, it in items if it is not None]
+                if not idx:
+                    continue
+                feats, lens, _, _ = collate([it for _, it in items])
                 logp, olens = model(feats, lens, chunk, -1)
                 for k, i in enumerate(idx):
                     dec = GreedyDecoder()
