@@ -7,6 +7,8 @@ A model directory holds:
   cmvn.json          {"mean": [...], "istd": [...]} global CMVN over fbank dims
   units.txt          unit table, `<blank>` = 0
   bpe.model          sentencepiece model for Latin words (optional)
+  decoder.safetensors attention decoder for rescoring (optional; its configuration is
+                     the `decoder` section of config.json)
   README.md          model card (optional, not checksummed)
 """
 
@@ -21,14 +23,16 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import ChunkConfig, ConfigError, FeatureConfig, ModelConfig, from_dict
+from .config import ChunkConfig, ConfigError, DecoderConfig, FeatureConfig, ModelConfig, from_dict
 from .model.conformer import CTCModel
+from .model.decoder import AttentionDecoder, build_decoder
 from .tokens import Tokenizer, TokenizerError
 
 __all__ = ["ModelDirError", "ModelBundle", "save_model_dir", "load_model_dir", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT, FORMAT_VERSION = "tingxie-model", 1
 WEIGHTS, CONFIG, CMVN, UNITS, BPE = "model.safetensors", "config.json", "cmvn.json", "units.txt", "bpe.model"
+DECODER = "decoder.safetensors"
 _CMVN_KEYS = ("encoder.global_cmvn.mean", "encoder.global_cmvn.istd")
 
 
@@ -45,6 +49,7 @@ class ModelBundle:
     name: str
     path: Path
     extra: dict[str, Any]
+    decoder: AttentionDecoder | None = None  # attention decoder for rescoring, if the model has one
 
 
 def sha256(path: Path) -> str:
@@ -63,9 +68,11 @@ def save_model_dir(
     features: FeatureConfig = FeatureConfig(),
     chunk: ChunkConfig = ChunkConfig(),
     extra: dict[str, Any] | None = None,
+    decoder: AttentionDecoder | None = None,
 ) -> Path:
     """Write a complete model directory. The tokenizer files are copied from tokenizer_dir
-    (which may be `out` itself); CMVN is taken from the model's buffers."""
+    (which may be `out` itself); CMVN is taken from the model's buffers. An attention
+    decoder, if given, goes to decoder.safetensors with its config in config.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer_dir = Path(tokenizer_dir)
@@ -82,6 +89,12 @@ def save_model_dir(
     save_file(state, str(out / WEIGHTS))
     (out / CMVN).write_text(json.dumps({"mean": mean.tolist(), "istd": istd.tolist()}) + "\n")
     files += [WEIGHTS, CMVN]
+    if decoder is not None:
+        dstate = {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}
+        save_file(dstate, str(out / DECODER))
+        files.append(DECODER)
+    elif (out / DECODER).exists():
+        (out / DECODER).unlink()
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -92,6 +105,8 @@ def save_model_dir(
         "files": {f: sha256(out / f) for f in sorted(files)},
         "extra": extra or {},
     }
+    if decoder is not None:
+        config["decoder"] = decoder.cfg.to_dict()
     (out / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     return out
 
@@ -158,7 +173,25 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu", verify:
     weights[_CMVN_KEYS[0]], weights[_CMVN_KEYS[1]] = mean, istd
     load_state_checked(model, weights, str(path / WEIGHTS))
     model.to(device).eval()
-    return ModelBundle(model, tokenizer, fcfg, ccfg, config["name"], path, config.get("extra", {}))
+    decoder = _load_decoder(path, config, mcfg, device) if "decoder" in config else None
+    return ModelBundle(model, tokenizer, fcfg, ccfg, config["name"], path, config.get("extra", {}), decoder)
+
+
+def _load_decoder(path: Path, config: dict[str, Any], mcfg: ModelConfig, device: str | torch.device) -> AttentionDecoder:
+    if DECODER not in config["files"]:
+        raise ModelDirError(f"{path}: {CONFIG} has a decoder section but does not list {DECODER}")
+    try:
+        dcfg = from_dict(DecoderConfig, config["decoder"])
+    except (ConfigError, TypeError) as e:
+        raise ModelDirError(f"{path / CONFIG}: decoder: {e}") from e
+    if dcfg.vocab_size != mcfg.vocab_size or dcfg.d_model != mcfg.output_size:
+        raise ModelDirError(
+            f"{path / CONFIG}: decoder (vocab {dcfg.vocab_size}, d_model {dcfg.d_model}) does not fit the "
+            f"encoder (vocab {mcfg.vocab_size}, output_size {mcfg.output_size})"
+        )
+    decoder = build_decoder(dcfg)
+    load_state_checked(decoder, load_file(str(path / DECODER)), str(path / DECODER))
+    return decoder.to(device).eval()
 
 
 def load_state_checked(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:

@@ -115,6 +115,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_wenet(args: argparse.Namespace) -> int:
+    from .config import ChunkConfig
+    from .importers.wenet import import_wenet
+
+    report = import_wenet(
+        args.src, args.dst, checkpoint=args.checkpoint, config=args.config, name=args.name,
+        chunk=ChunkConfig(args.chunk_size, args.left_chunks), norm_eps=args.norm_eps,
+        ctc_only=args.ctc_only, overwrite=args.force,
+    )
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{report.dst}\t{report.checkpoint.name} ({report.layout} train.yaml, CMVN from {report.cmvn_source}, "
+          f"decoder {'imported' if report.has_decoder else 'not imported'}, {len(report.ignored_keys)} unused tensors dropped)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tingxie", description="Streaming Mandarin speech recognition")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true")
     _decoding_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("import-wenet", help="convert a WeNet U2++ Conformer experiment folder into a model directory")
+    p.add_argument("src", type=Path, help="WeNet folder with final.pt (or avg_N.pt), train.yaml, global_cmvn, units.txt")
+    p.add_argument("dst", type=Path, help="tingxie model directory to write")
+    p.add_argument("--checkpoint", help="checkpoint file in SRC (default final.pt, else the only avg_N.pt)")
+    p.add_argument("--config", type=Path, help="train.yaml to use (default SRC/train.yaml)")
+    p.add_argument("--name", help="model name (default wenet-<folder name>)")
+    p.add_argument("--chunk-size", type=int, default=16, help="default streaming chunk in encoder frames")
+    p.add_argument("--left-chunks", type=int, default=-1, help="default attention history in chunks (-1: all)")
+    p.add_argument("--norm-eps", type=float, default=None, help="LayerNorm eps (default: train.yaml's, else 1e-5)")
+    p.add_argument("--ctc-only", action="store_true", help="leave the attention decoder out (no rescoring)")
+    p.add_argument("--force", action="store_true", help="replace DST if it exists")
+    p.set_defaults(func=cmd_import_wenet)
 
     try:
         from .data import synth

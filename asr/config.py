@@ -132,18 +132,78 @@ class ChunkConfig:
 
 @dataclass(frozen=True)
 class DecodingConfig:
-    """CTC search options."""
+    """CTC search options, and attention rescoring of the final result.
+
+    With `rescoring`, a final result is the CTC prefix-beam n-best (`beam_size`
+    hypotheses, whatever `method` says) rescored by the model's attention decoder, as
+    WeNet does: score = decoder + ctc_weight * ctc, where decoder = (1 - reverse_weight)
+    * left-to-right + reverse_weight * right-to-left (bidirectional decoders only).
+    Partial results stay CTC-only. Defaults are WeNet's runtime defaults.
+    """
 
     method: str = "greedy"  # greedy | prefix_beam
     beam_size: int = 10
     nbest: int = 1
     blank_penalty: float = 0.0
+    rescoring: bool = False
+    ctc_weight: float = 0.5
+    reverse_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in ("greedy", "prefix_beam"):
             raise ConfigError("decoding method must be greedy or prefix_beam")
         if self.beam_size < 1 or self.nbest < 1 or self.nbest > self.beam_size:
             raise ConfigError("need 1 <= nbest <= beam_size")
+        if self.ctc_weight < 0:
+            raise ConfigError("ctc_weight must be >= 0")
+        if not 0.0 <= self.reverse_weight <= 1.0:
+            raise ConfigError("reverse_weight must be within [0, 1]")
+
+    @property
+    def search_method(self) -> str:
+        """The CTC search that runs: rescoring needs prefix beam's n-best."""
+        return "prefix_beam" if self.rescoring else self.method
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Attention decoder used for rescoring (WeNet `transformer` / `bitransformer`).
+
+    Saved with the weights (the `decoder` section of `config.json`). Names follow
+    WeNet's `decoder_conf`; `d_model` is the encoder's output_size.
+    """
+
+    vocab_size: int
+    d_model: int
+    sos: int
+    eos: int
+    kind: str = "bitransformer"  # bitransformer | transformer
+    attention_heads: int = 4
+    linear_units: int = 2048
+    num_blocks: int = 6
+    r_num_blocks: int = 0
+    normalize_before: bool = True
+    norm_eps: float = 1e-5
+    max_positions: int = 5000
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("bitransformer", "transformer"):
+            raise ConfigError(f"decoder kind must be bitransformer or transformer, got {self.kind!r}")
+        if self.d_model % self.attention_heads:
+            raise ConfigError("decoder d_model must be divisible by attention_heads")
+        if self.num_blocks < 0 or self.r_num_blocks < 0:
+            raise ConfigError("decoder num_blocks and r_num_blocks must be >= 0")
+        if self.kind == "transformer" and self.r_num_blocks:
+            raise ConfigError("a transformer (left-to-right only) decoder has no r_num_blocks")
+        if not (0 <= self.sos < self.vocab_size and 0 <= self.eos < self.vocab_size):
+            raise ConfigError(f"sos {self.sos} / eos {self.eos} outside the vocabulary of {self.vocab_size}")
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.kind == "bitransformer"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import torch
 from .checkpoint import ModelBundle, load_model_dir
 from .config import ChunkConfig, DecodingConfig
 from .decoding import Hypothesis, make_decoder
+from .decoding.rescore import rescore as attention_rescore
 from .features import StreamingFbank, StreamingResampler, fbank, resample, to_float32
 from .model.conformer import chunk_window
 from .model.state import EncoderState
@@ -88,6 +89,7 @@ class Recognizer:
         self.bundle = bundle
         self.device = resolve_device(device)
         self.model = bundle.model.to(self.device).eval()
+        self.decoder = bundle.decoder.to(self.device).eval() if bundle.decoder is not None else None
         self.tokenizer = bundle.tokenizer
         self.features = bundle.features
         self.decoding = decoding
@@ -98,6 +100,7 @@ class Recognizer:
         self.frame_s = cfg.subsampling_rate * self.features.frame_shift_ms / 1000.0
         self.window, self.stride = chunk_window(cfg, self.chunk.chunk_size)
         self.min_frames = cfg.right_context + 1  # fbank frames that give one encoder frame
+        self._check_rescoring(decoding.rescoring)
 
     @classmethod
     def from_dir(
@@ -113,6 +116,18 @@ class Recognizer:
     @property
     def name(self) -> str:
         return self.bundle.name
+
+    @property
+    def can_rescore(self) -> bool:
+        """Whether the model has an attention decoder (needed for rescoring)."""
+        return self.decoder is not None
+
+    def _check_rescoring(self, rescoring: bool) -> None:
+        if rescoring and self.decoder is None:
+            raise ValueError(
+                f"attention rescoring needs an attention decoder, and model {self.bundle.name!r} has none "
+                "(import a WeNet model with its decoder, or turn rescoring off)"
+            )
 
     def _autocast(self):
         if self.device.type == "cuda":
@@ -140,45 +155,107 @@ class Recognizer:
         feats = self._features(audio, sample_rate)
         return self._logprobs(feats, chunk_size, left_chunks)
 
-    @torch.inference_mode()
+    def encode(
+        self,
+        audio: np.ndarray | torch.Tensor,
+        sample_rate: int = 16000,
+        chunk_size: int | None = None,
+        left_chunks: int = -1,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As `ctc_logprobs`, also returning the encoder output: (enc (frames, d) on the
+        recognizer's device, logp (frames, vocab) on the CPU)."""
+        return self._encode(self._features(audio, sample_rate), chunk_size, left_chunks, True)
+
     def _logprobs(self, feats: torch.Tensor, chunk_size: int | None, left_chunks: int) -> torch.Tensor:
+        return self._encode(feats, chunk_size, left_chunks, False)[1]
+
+    @torch.inference_mode()
+    def _encode(
+        self, feats: torch.Tensor, chunk_size: int | None, left_chunks: int, keep_encoder: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(encoder output (T', d) on the device or None unless keep_encoder, logp (T', vocab) on the CPU)."""
+        cfg = self.model.cfg
         if feats.size(0) < self.min_frames:
-            return torch.zeros(0, self.model.cfg.vocab_size)
+            enc = torch.zeros(0, cfg.output_size, device=self.device) if keep_encoder else None
+            return enc, torch.zeros(0, cfg.vocab_size)
         feats = feats.to(self.device)
         with self._autocast():
             if not chunk_size or chunk_size <= 0:
-                logp, _ = self.model(feats[None], torch.tensor([feats.size(0)], device=self.device))
-                return logp[0].float().cpu()
-            window, stride = chunk_window(self.model.cfg, chunk_size)
+                enc, logp, _ = self.model.forward_with_encoder(
+                    feats[None], torch.tensor([feats.size(0)], device=self.device)
+                )
+                return (enc[0].float() if keep_encoder else None), logp[0].float().cpu()
+            window, stride = chunk_window(cfg, chunk_size)
             cache = -1 if left_chunks < 0 else chunk_size * left_chunks
             state = self.model.initial_state(1)
-            outs = []
+            encs, outs = [], []
             for start in range(0, feats.size(0) - self.min_frames + 1, stride):
                 x = feats[start : start + window]
-                logp, lens, state = self.model.forward_chunk(
+                enc, logp, lens, state = self.model.forward_chunk_with_encoder(
                     x[None], torch.tensor([x.size(0)], device=self.device), state, cache
                 )
-                outs.append(logp[0, : int(lens[0])].float().cpu())
-            return torch.cat(outs)
+                n = int(lens[0])
+                outs.append(logp[0, :n].float().cpu())
+                if keep_encoder:
+                    encs.append(enc[0, :n].float())
+            return (torch.cat(encs) if keep_encoder else None), torch.cat(outs)
 
-    def transcribe(self, audio: np.ndarray | torch.Tensor, sample_rate: int = 16000) -> Result:
+    def transcribe(
+        self, audio: np.ndarray | torch.Tensor, sample_rate: int = 16000, rescoring: bool | None = None
+    ) -> Result:
         """Recognise a whole recording (mono float32 in [-1, 1] or int16).
 
         Up to `max_full_context_s` of audio is decoded with full context; longer audio is
         decoded in 2.56 s chunks with 8 chunks of history, keeping memory linear.
+        rescoring: attention-rescore the result (None: as `DecodingConfig.rescoring`).
         """
+        rescoring = self.decoding.rescoring if rescoring is None else rescoring
+        self._check_rescoring(rescoring)
         feats = self._features(audio, sample_rate)
         long = feats.size(0) * self.features.frame_shift_ms / 1000 > self.max_full_context_s
-        logp = self._logprobs(feats, 64 if long else None, 8)
-        decoder = make_decoder(self.decoding.method, self.decoding.beam_size, 0, self.decoding.blank_penalty)
+        enc, logp = self._encode(feats, 64 if long else None, 8, rescoring)
+        method = "prefix_beam" if rescoring else self.decoding.method
+        decoder = make_decoder(method, self.decoding.beam_size, 0, self.decoding.blank_penalty)
         decoder.advance(logp)
         end_s = feats.size(0) * self.features.frame_shift_ms / 1000
-        return self.result(decoder.nbest(), 0.0, end_s)
+        nbest = decoder.nbest()
+        if rescoring:
+            nbest = self.rescore(nbest, enc)
+        return self.result(nbest, 0.0, end_s, rescored=rescoring)
+
+    def rescore(
+        self, nbest: "Stream | Sequence[Hypothesis]", encoder_out: torch.Tensor | None = None
+    ) -> list[Hypothesis]:
+        """Attention rescoring (WeNet's formula, `DecodingConfig.ctc_weight` and
+        `reverse_weight`) of CTC prefix-beam hypotheses, best first.
+
+        Either a Stream created with rescoring on (its current n-best and the encoder
+        output of its utterance so far), or hypotheses with the utterance's encoder
+        output (T', d), e.g. from `encode`.
+        """
+        self._check_rescoring(True)
+        if isinstance(nbest, Stream):
+            if not nbest.rescoring:
+                raise ValueError("this stream does not keep its encoder output; create it with rescoring=True")
+            encoder_out = nbest.encoder_out
+            nbest = nbest._decoder.nbest()
+        if encoder_out is None:
+            raise ValueError("rescoring hypotheses needs the utterance's encoder output")
+        assert self.decoder is not None
+        with torch.inference_mode(), self._autocast():
+            return attention_rescore(
+                self.decoder,
+                list(nbest),
+                encoder_out.to(self.device),
+                self.decoding.ctc_weight,
+                self.decoding.reverse_weight,
+            )
 
     # ------------------------------------------------------------ results
 
-    def result(self, nbest: Sequence[Hypothesis], t0: float, t_end: float) -> Result:
-        """Result from decoder hypotheses; t0 is the time of encoder frame 0 (seconds)."""
+    def result(self, nbest: Sequence[Hypothesis], t0: float, t_end: float, rescored: bool = False) -> Result:
+        """Result from decoder hypotheses; t0 is the time of encoder frame 0 (seconds);
+        rescored: the hypotheses come from `rescore` (recorded in the options)."""
         nbest = list(nbest)[: self.decoding.nbest]
         best = nbest[0]
         tokens = []
@@ -197,13 +274,27 @@ class Recognizer:
             end=end,
             confidence=conf,
             nbest=tuple((self.tokenizer.decode(h.tokens), h.score) for h in nbest),
-            options={"decoding": self.decoding.method, "chunk_size": self.chunk.chunk_size},
+            options=self._options(rescored),
         )
+
+    def _options(self, rescored: bool) -> dict:
+        d = self.decoding
+        if not rescored:
+            return {"decoding": d.method, "chunk_size": self.chunk.chunk_size}
+        return {
+            "decoding": "attention_rescoring",
+            "chunk_size": self.chunk.chunk_size,
+            "beam_size": d.beam_size,
+            "ctc_weight": d.ctc_weight,
+            "reverse_weight": d.reverse_weight,
+        }
 
     # ------------------------------------------------------------ streaming
 
-    def stream(self, sample_rate: int = 16000) -> "Stream":
-        return Stream(self, sample_rate)
+    def stream(self, sample_rate: int = 16000, rescoring: bool | None = None) -> "Stream":
+        """A new stream; rescoring (None: as `DecodingConfig.rescoring`) makes its finals
+        attention-rescored, and makes it keep its utterance's encoder output for that."""
+        return Stream(self, sample_rate, rescoring)
 
     @torch.inference_mode()
     def step(self, streams: Sequence["Stream"]) -> None:
@@ -214,14 +305,17 @@ class Recognizer:
         lens = torch.tensor([c.size(0) for c in chunks])
         xs = torch.nn.utils.rnn.pad_sequence(chunks, batch_first=True)
         state = EncoderState.stack([s._state for s in streams]).to(self.device)
+        keep = any(s.rescoring for s in streams)
         with self._autocast():
-            logp, out_lens, new_state = self.model.forward_chunk(
+            enc, logp, out_lens, new_state = self.model.forward_chunk_with_encoder(
                 xs.to(self.device), lens.to(self.device), state, self.chunk.cache_frames
             )
         logp = logp.float().cpu()
         out_lens = out_lens.cpu()
-        for s, st, lp, n in zip(streams, new_state.unstack(), logp, out_lens.tolist()):
+        for i, (s, st, lp, n) in enumerate(zip(streams, new_state.unstack(), logp, out_lens.tolist())):
             s._state = st
+            if keep and s.rescoring:
+                s._encoder_out.append(enc[i, :n].float().clone())
             s._decoder.advance(lp[:n])
             s._on_logprobs(lp[:n])
 
@@ -233,9 +327,11 @@ class Stream:
     `Recognizer.step` (batched over streams) or in `accept` (this stream alone).
     """
 
-    def __init__(self, recognizer: Recognizer, sample_rate: int = 16000) -> None:
+    def __init__(self, recognizer: Recognizer, sample_rate: int = 16000, rescoring: bool | None = None) -> None:
         self.rec = recognizer
         self.sample_rate = sample_rate
+        self.rescoring = recognizer.decoding.rescoring if rescoring is None else rescoring
+        recognizer._check_rescoring(self.rescoring)
         self._resampler = StreamingResampler(sample_rate, recognizer.features.sample_rate)
         self._fbank = StreamingFbank(recognizer.features)
         self._buf = torch.zeros(0, recognizer.features.num_mel_bins)
@@ -248,7 +344,9 @@ class Stream:
     def _new_utterance(self) -> None:
         self._state = EncoderState.initial(self.rec.model.cfg, 1)
         d = self.rec.decoding
-        self._decoder = make_decoder(d.method, d.beam_size, 0, d.blank_penalty)
+        method = "prefix_beam" if self.rescoring else d.method
+        self._decoder = make_decoder(method, d.beam_size, 0, d.blank_penalty)
+        self._encoder_out: list[torch.Tensor] = []  # this utterance's, kept only when rescoring
         self._utt_start = self._buf_start  # fbank frame where this utterance's frame 0 starts
         self._blank_run = 0
 
@@ -310,9 +408,28 @@ class Stream:
     def utterance_frames(self) -> int:
         return self._decoder.frames_seen
 
+    @property
+    def encoder_out(self) -> torch.Tensor:
+        """(frames, d) encoder output of the current utterance (kept only when rescoring)."""
+        if not self.rescoring:
+            raise ValueError("this stream does not keep its encoder output; create it with rescoring=True")
+        if not self._encoder_out:
+            return torch.zeros(0, self.rec.model.cfg.output_size, device=self.rec.device)
+        if len(self._encoder_out) > 1:
+            self._encoder_out = [torch.cat(self._encoder_out)]
+        return self._encoder_out[0]
+
     def partial(self) -> Result:
+        """The current CTC result (never rescored)."""
         t_end = self.utterance_start + self._decoder.frames_seen * self.rec.frame_s
         return self.rec.result(self._decoder.nbest(), self.utterance_start, t_end)
+
+    def _final(self) -> Result:
+        """The utterance's result, attention-rescored when this stream rescores."""
+        if not self.rescoring:
+            return self.partial()
+        t_end = self.utterance_start + self._decoder.frames_seen * self.rec.frame_s
+        return self.rec.result(self.rec.rescore(self), self.utterance_start, t_end, rescored=True)
 
     def accept(self, audio: np.ndarray | torch.Tensor) -> None:
         """Feed audio and decode every complete chunk now (batch of one)."""
@@ -325,11 +442,11 @@ class Stream:
         self.input_finished()
         while self.ready():
             self.rec.step([self])
-        return self.partial()
+        return self._final()
 
     def end_utterance(self) -> Result:
         """Endpoint inside a continuing stream: return the utterance's result and start a
         new utterance (fresh encoder and search state; features carry on)."""
-        result = self.partial()
+        result = self._final()
         self._new_utterance()
         return result

@@ -145,6 +145,20 @@ class CTCModel(nn.Module):
         out, lens, state = self.encoder.forward_chunk(xs, xs_lens, state, cache_frames)
         return self.ctc(out), lens, state
 
+    def forward_with_encoder(
+        self, xs: Tensor, xs_lens: Tensor, chunk_size: int = -1, left_chunks: int = -1
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """As `forward`, also returning the encoder output: (enc (B, T', d), logp, lens)."""
+        out, lens = self.encoder(xs, xs_lens, chunk_size, left_chunks)
+        return out, self.ctc(out), lens
+
+    def forward_chunk_with_encoder(
+        self, xs: Tensor, xs_lens: Tensor, state: EncoderState, cache_frames: int = -1
+    ) -> tuple[Tensor, Tensor, Tensor, EncoderState]:
+        """As `forward_chunk`, also returning the encoder output: (enc (B, t, d), logp, lens, state)."""
+        out, lens, state = self.encoder.forward_chunk(xs, xs_lens, state, cache_frames)
+        return out, self.ctc(out), lens, state
+
     def initial_state(self, batch: int = 1) -> EncoderState:
         return EncoderState.initial(self.cfg, batch, next(self.parameters()).device)
 
