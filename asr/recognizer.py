@@ -405,6 +405,27 @@ class Stream:
         return self._blank_run * self.rec.frame_s
 
     @property
+    def decoded_s(self) -> float:
+        """Seconds of audio (from the stream start) whose features the encoder has consumed."""
+        return self._buf_start * self.rec.features.frame_shift_ms / 1000
+
+    def samples_until_ready(self) -> int:
+        """Input samples (at this stream's rate) still needed before `ready()` turns True:
+        0 when it already is or when input is finished. Lets a caller hold small pieces
+        of audio back and compute features once per chunk rather than once per piece."""
+        missing = self.rec.window - self._buf.size(0)
+        if missing <= 0 or self._input_done:
+            return 0
+        fb = self._fbank
+        need16 = (missing - 1) * fb.cfg.shift + fb.cfg.window - fb._buf.numel()
+        rs = self._resampler
+        if rs.identity:
+            return max(need16, 1)
+        # Output sample k lies in block k // new, which needs input up to b*orig + width + orig.
+        last_block = (rs._blocks * rs.new + max(need16, 1) - 1) // rs.new
+        return max(last_block * rs.orig + rs.width + rs.orig - rs._received, 1)
+
+    @property
     def utterance_frames(self) -> int:
         return self._decoder.frames_seen
 
