@@ -177,7 +177,9 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu", verify:
     return ModelBundle(model, tokenizer, fcfg, ccfg, config["name"], path, config.get("extra", {}), decoder)
 
 
-def _load_decoder(path: Path, config: dict[str, Any], mcfg: ModelConfig, device: str | torch.device) -> AttentionDecoder:
+def _load_decoder(
+    path: Path, config: dict[str, Any], mcfg: ModelConfig, device: str | torch.device
+) -> AttentionDecoder:
     if DECODER not in config["files"]:
         raise ModelDirError(f"{path}: {CONFIG} has a decoder section but does not list {DECODER}")
     try:

@@ -184,7 +184,6 @@ class DecoderConfig:
     r_num_blocks: int = 0
     normalize_before: bool = True
     norm_eps: float = 1e-5
-    max_positions: int = 5000
 
     def __post_init__(self) -> None:
         if self.kind not in ("bitransformer", "transformer"):

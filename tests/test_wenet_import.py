@@ -349,18 +349,22 @@ def wenet_state_dict(
     def lin(prefix, out, inp, bias=True):
         return {f"{prefix}.weight": rnd(out, inp), **({f"{prefix}.bias": rnd(out, scale=0.1)} if bias else {})}
 
+    def conv(prefix, *shape):  # weight (out, in, *kernel) and bias (out,)
+        return {f"{prefix}.weight": rnd(*shape), f"{prefix}.bias": rnd(shape[0], scale=0.1)}
+
     f = (80 - 1) // 2
-    s = {"encoder.global_cmvn.mean": 10 + rnd(80, scale=2.0), "encoder.global_cmvn.istd": 0.2 + 0.3 * torch.rand(80, generator=g)}
-    s.update({"encoder.embed.conv.0.weight": rnd(d, 1, 3, 3), "encoder.embed.conv.0.bias": rnd(d, scale=0.1)})
+    s = {"encoder.global_cmvn.mean": 10 + rnd(80, scale=2.0),
+         "encoder.global_cmvn.istd": 0.2 + 0.3 * torch.rand(80, generator=g)}
+    s.update(conv("encoder.embed.conv.0", d, 1, 3, 3))
     if input_layer == "conv2d":
-        s.update({"encoder.embed.conv.2.weight": rnd(d, d, 3, 3), "encoder.embed.conv.2.bias": rnd(d, scale=0.1)})
+        s.update(conv("encoder.embed.conv.2", d, d, 3, 3))
         s.update(lin("encoder.embed.out.0", d, d * ((f - 1) // 2)))
     elif input_layer == "conv2d6":
-        s.update({"encoder.embed.conv.2.weight": rnd(d, d, 5, 5), "encoder.embed.conv.2.bias": rnd(d, scale=0.1)})
+        s.update(conv("encoder.embed.conv.2", d, d, 5, 5))
         s.update(lin("encoder.embed.linear", d, d * 12))
     else:
-        for i in (2, 4):
-            s.update({f"encoder.embed.conv.{i}.weight": rnd(d, d, 3, 3), f"encoder.embed.conv.{i}.bias": rnd(d, scale=0.1)})
+        s.update(conv("encoder.embed.conv.2", d, d, 3, 3))
+        s.update(conv("encoder.embed.conv.4", d, d, 3, 3))
         s.update(lin("encoder.embed.linear", d, d * 9))
     for n in range(blocks):
         e = f"encoder.encoders.{n}"
@@ -373,14 +377,14 @@ def wenet_state_dict(
         for ffn in ("feed_forward", "feed_forward_macaron"):
             s.update(lin(f"{e}.{ffn}.w_1", ff, d))
             s.update(lin(f"{e}.{ffn}.w_2", d, ff))
-        s.update({f"{e}.conv_module.pointwise_conv1.weight": rnd(2 * d, d, 1), f"{e}.conv_module.pointwise_conv1.bias": rnd(2 * d, scale=0.1)})
-        s.update({f"{e}.conv_module.depthwise_conv.weight": rnd(d, 1, kernel), f"{e}.conv_module.depthwise_conv.bias": rnd(d, scale=0.1)})
+        s.update(conv(f"{e}.conv_module.pointwise_conv1", 2 * d, d, 1))
+        s.update(conv(f"{e}.conv_module.depthwise_conv", d, 1, kernel))
         s.update(ln(f"{e}.conv_module.norm"))
         if norm == "batch_norm":
             s[f"{e}.conv_module.norm.running_mean"] = rnd(d, scale=0.1)
             s[f"{e}.conv_module.norm.running_var"] = 0.5 + torch.rand(d, generator=g)
             s[f"{e}.conv_module.norm.num_batches_tracked"] = torch.tensor(1000)
-        s.update({f"{e}.conv_module.pointwise_conv2.weight": rnd(d, d, 1), f"{e}.conv_module.pointwise_conv2.bias": rnd(d, scale=0.1)})
+        s.update(conv(f"{e}.conv_module.pointwise_conv2", d, d, 1))
         for nm in ("ff_macaron", "mha", "conv", "ff", "final"):
             s.update(ln(f"{e}.norm_{nm}"))
     s.update(ln("encoder.after_norm"))
@@ -517,7 +521,16 @@ def test_load_cmvn_file_rejects_garbage(tmp_path):
 
 
 @needs_fixture
-def test_imported_model_serves_like_transcribe(imported):
+def test_imported_model_serves_like_transcribe(imported, audio):
+    """The imported model behind the server on 127.0.0.1: the finals streamed over the
+    native protocol equal `tingxie transcribe` on the same input.
+
+    To wire once server/app.py exists: start it on a free port with
+    `--model <imported>` (as tests/test_server.py does), stream input.wav, collect the
+    finals and compare their joined text with `expected` below.
+    """
     if importlib.util.find_spec("server.app") is None:
         pytest.skip("server not available yet")
-    pytest.skip("server not available yet")
+    expected = Recognizer.from_dir(imported, "cpu").transcribe(audio, 16000).text
+    assert expected
+    pytest.skip("server.app exists, but this test is not wired to its native protocol yet")

@@ -164,8 +164,8 @@ def parse_train_config(
     _check_conf(econf, set(_ENCODER_DEFAULTS) | _ENCODER_IGNORED, _ENCODER_FIXED, f"{source}: encoder_conf")
     e = {**_ENCODER_DEFAULTS, **{k: v for k, v in econf.items() if k in _ENCODER_DEFAULTS}}
 
-    fbank_conf = _section(_section(cfg, "dataset_conf", source), "fbank_conf", source)
     dataset_conf = _section(cfg, "dataset_conf", source)
+    fbank_conf = _section(dataset_conf, "fbank_conf", source)
     feats_type = dataset_conf.get("feats_type", "fbank")
     if feats_type != "fbank" or ("mfcc_conf" in dataset_conf and "fbank_conf" not in dataset_conf):
         raise WenetImportError(f"{source}: only fbank features are supported (feats_type {feats_type!r})")
@@ -266,6 +266,8 @@ def parse_train_config(
 
 def _stats_to_mean_istd(sums: list[float], squares: list[float], count: float) -> tuple[torch.Tensor, torch.Tensor]:
     mean, istd = [], []
+    if len(sums) != len(squares):
+        raise ValueError(f"{len(sums)} sums but {len(squares)} sums of squares")
     for s, q in zip(sums, squares):
         m = s / count
         var = max(q / count - m * m, 1.0e-20)
@@ -283,7 +285,9 @@ def load_cmvn_file(path: str | Path, is_json: bool = True) -> tuple[torch.Tensor
             return _stats_to_mean_istd(stats["mean_stat"], stats["var_stat"], float(stats["frame_num"]))
         raw = path.read_bytes()
         if raw[:2] == b"\0B":
-            raise WenetImportError(f"{path}: binary Kaldi CMVN is not supported; convert it with copy-matrix --binary=false")
+            raise WenetImportError(
+                f"{path}: binary Kaldi CMVN is not supported; convert it with copy-matrix --binary=false"
+            )
         tokens = raw.decode("utf-8").split()
         # [ sum_1 .. sum_D count
         #   sq_1 .. sq_D 0 ]
@@ -313,7 +317,7 @@ def _find(src: Path, names: list[str | None]) -> Path | None:
 def find_checkpoint(src: Path, checkpoint: str | Path | None = None) -> Path:
     if checkpoint is not None:
         path = Path(checkpoint)
-        path = path if path.is_absolute() or path.exists() else src / path
+        path = src / path if (src / path).is_file() else path
         if not path.is_file():
             raise WenetImportError(f"checkpoint {checkpoint} not found")
         return path
@@ -323,7 +327,8 @@ def find_checkpoint(src: Path, checkpoint: str | Path | None = None) -> Path:
     if len(avg) == 1:
         return avg[0]
     if avg:
-        raise WenetImportError(f"{src}: several averaged checkpoints {[p.name for p in avg]}; choose one with --checkpoint")
+        names = [p.name for p in avg]
+        raise WenetImportError(f"{src}: several averaged checkpoints {names}; choose one with --checkpoint")
     raise WenetImportError(f"{src}: no final.pt or avg_N.pt")
 
 
@@ -368,8 +373,8 @@ def split_state_dict(
                 raise WenetImportError(f"{source}: {key} has shape {shape}, expected {want}")
             ignorable[key] = None
     unexpected = sorted(k for k in state if k not in expected and k not in ignorable)
-    if unexpected and decoder is None and all(k.startswith("decoder.") for k in unexpected):
-        unexpected = []  # --ctc-only: the decoder is left out on purpose
+    if decoder is None:  # --ctc-only: the decoder is left out on purpose
+        unexpected = [k for k in unexpected if not k.startswith("decoder.")]
     missing = sorted(k for k in expected if k not in state and k not in CMVN_KEYS)
     problems = []
     if unexpected:
@@ -383,7 +388,7 @@ def split_state_dict(
         raise WenetImportError(f"{source}: " + "; ".join(problems[:6]) + (" ..." if len(problems) > 6 else ""))
     enc = {k: v.float() for k, v in state.items() if k in expected and not k.startswith("decoder.")}
     dec = {k[len("decoder."):]: v.float() for k, v in state.items() if k in expected and k.startswith("decoder.")}
-    ignored = sorted(ignorable) + (sorted(k for k in state if k.startswith("decoder.")) if decoder is None else [])
+    ignored = sorted(set(ignorable) | ({k for k in state if k.startswith("decoder.")} if decoder is None else set()))
     return enc, dec, ignored
 
 
@@ -534,7 +539,8 @@ def _make_readable(path: Path) -> None:
 
 
 def _model_card(name: str, src: Path, info: Mapping[str, Any], wcfg: WenetConfig, notes: list[str]) -> str:
-    m = wcfg.model
+    m, dec = wcfg.model, wcfg.decoder
+    decoder = f"{dec.kind} ({dec.num_blocks}+{dec.r_num_blocks} blocks)" if dec else "not imported"
     lines = [
         f"# {name}",
         "",
@@ -545,12 +551,13 @@ def _model_card(name: str, src: Path, info: Mapping[str, Any], wcfg: WenetConfig
         f"- encoder: Conformer, {m.num_blocks} blocks, d {m.output_size}, {m.attention_heads} heads, "
         f"FFN {m.linear_units}, kernel {m.cnn_module_kernel} ({'causal' if m.causal else 'non-causal'}, "
         f"{m.cnn_module_norm}), {m.input_layer} subsampling, vocabulary {m.vocab_size}",
-        f"- attention decoder: {wcfg.decoder.kind + f' ({wcfg.decoder.num_blocks}+{wcfg.decoder.r_num_blocks} blocks)' if wcfg.decoder else 'not imported'}",
+        f"- attention decoder: {decoder}",
         f"- CMVN: {info['cmvn']}",
         f"- training ctc_weight {wcfg.ctc_weight}, reverse_weight {wcfg.reverse_weight}",
     ]
     if info["ignored_keys"]:
-        lines.append(f"- unused checkpoint tensors dropped: {len(info['ignored_keys'])} (`pe` tables, `concat_linear`, ...)")
+        n = len(info["ignored_keys"])
+        lines.append(f"- unused checkpoint tensors dropped: {n} (`pe` tables, `concat_linear`, ...)")
     lines += [f"- note: {n}" for n in notes]
     lines += ["", "See docs/models.md for the published accuracy and how to serve it.", ""]
     return "\n".join(lines)
