@@ -1,0 +1,393 @@
+"""The websockets application: HTTP routes and handshake limits in `process_request`, a
+thin per-connection driver that moves frames between the socket, the sans-I/O
+`Session` and the shared `Batcher`, and graceful shutdown.
+
+Routes on one port: `GET /` (browser page) and `/static/*`, `GET /healthz`,
+`GET /metrics`, and the websocket `GET /v1/stream` (protocol: docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import functools
+import hmac
+import http
+import json
+import logging
+import secrets
+import signal
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from .batcher import Batcher
+from .errors import HandshakeRefused, IdleTimeout, NotFound, ServerBusy, Unauthorized, to_error
+from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .protocol import Error, ServerMessage, encode
+from .session import Session, SessionConfig
+from .settings import Settings
+
+__all__ = ["App", "STREAM_PATH"]
+
+log = logging.getLogger("tingxie.server")
+
+STREAM_PATH = "/v1/stream"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+OUTBOX_HIGH = 256  # queued outgoing messages before reading pauses (a client not reading)
+HARD_FRAME_FACTOR = 2  # websockets cuts frames above this multiple of max_frame_bytes itself
+
+
+def _response(status: http.HTTPStatus, body: bytes, content_type: str, extra: list[tuple[str, str]] | None = None) -> Response:
+    headers = Headers(
+        [
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Connection", "close"),
+            ("Content-Length", str(len(body))),
+            ("Content-Type", content_type),
+            ("Cache-Control", "no-store"),
+            *(extra or []),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+class App:
+    """One server: the model (through the batcher), the sessions and the HTTP routes.
+
+    recognizer: an `asr.recognizer.Recognizer` (built by the caller: no globals here).
+    new_vad: optional per-channel voice activity detector factory (rate -> detector).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        recognizer: Any,
+        new_vad: Callable[[int], Any] | None = None,
+        batcher: Batcher | None = None,
+    ) -> None:
+        self.settings = settings
+        self.rec = recognizer
+        self.model_name = recognizer.name
+        self.metrics = Metrics(self.model_name)
+        self.batcher = batcher or Batcher(
+            recognizer,
+            max_batch=settings.max_batch,
+            max_wait_ms=settings.max_wait_ms,
+            overload_s=settings.overload_s,
+            chunk_seconds=recognizer.stride * recognizer.features.frame_shift_ms / 1000,
+            threads=settings.threads,
+        )
+        self.batcher.on_batch = self.metrics.on_batch
+        self.session_config = SessionConfig(self.model_name, settings.endpoint, settings.final_pass, settings.max_frame_bytes)
+        self._rescoring_streams = None if settings.final_pass == "stream" else False
+        self._new_vad = new_vad
+        self._slots: set[ServerConnection] = set()  # connections holding a session slot
+        self._drivers: set[_Driver] = set()
+        self._server: Server | None = None
+        self.shutting_down = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def active_sessions(self) -> int:
+        return len(self._slots)
+
+    async def start(self) -> None:
+        await self.batcher.start()
+        s = self.settings
+        self._server = await serve(
+            self._handle,
+            s.host,
+            s.port,
+            process_request=self._process_request,
+            compression=None,  # audio does not compress; deflate would only cost CPU
+            max_size=HARD_FRAME_FACTOR * s.max_frame_bytes,
+            max_queue=4,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=5,
+            server_header="tingxie",
+        )
+        log.info("listening on %s:%d (model %s)", s.host, self.port, self.model_name)
+
+    async def shutdown(self) -> None:
+        """Stop accepting connections; let every session decode what it received and send
+        its finals (close 1001), for up to `shutdown_timeout_s`; then stop the engine."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        log.info("shutting down: %d sessions to finish", len(self._drivers))
+        assert self._server is not None
+        self._server.close(close_connections=False)
+        for d in list(self._drivers):
+            d.shutdown()
+        try:
+            await asyncio.wait_for(self._server.wait_closed(), self.settings.shutdown_timeout_s)
+        except TimeoutError:
+            log.warning("sessions still open after %.0f s: closing them", self.settings.shutdown_timeout_s)
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+        await self.batcher.close()
+        log.info("stopped")
+
+    async def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.shutdown()
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        try:
+            if url.path == STREAM_PATH:
+                self._admit(connection, request, dict(parse_qsl(url.query)))
+                return None
+            if url.path == "/healthz":
+                return self._healthz()
+            if url.path == "/metrics":
+                return _response(http.HTTPStatus.OK, self.metrics.render(), CONTENT_TYPE_LATEST)
+            if url.path in ("/", "/index.html"):
+                return self._static("index.html")
+            if url.path.startswith("/static/"):
+                return self._static(url.path[len("/static/") :])
+            raise NotFound(f"no route for {url.path}")
+        except HandshakeRefused as e:
+            self.metrics.rejected.labels(status=str(e.status.value)).inc()
+            extra = [("WWW-Authenticate", 'Bearer realm="tingxie"')] if isinstance(e, Unauthorized) else []
+            return _response(e.status, (e.message + "\n").encode(), "text/plain; charset=utf-8", extra)
+
+    def _admit(self, connection: ServerConnection, request: Request, query: dict[str, str]) -> None:
+        keys = self.settings.api_key
+        if keys:
+            auth = request.headers.get("Authorization", "")
+            given = auth[7:].strip() if auth[:7].lower() == "bearer " else query.get("api_key", "")
+            if not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
+                raise Unauthorized("a valid API key is required (Authorization: Bearer KEY, or ?api_key=KEY)")
+        if self.shutting_down:
+            raise ServerBusy("the server is shutting down")
+        if len(self._slots) >= self.settings.max_sessions:
+            raise ServerBusy(f"the server is busy: {self.settings.max_sessions} sessions are open")
+        self._slots.add(connection)
+        # Release the slot however the connection ends (even if the handshake fails later).
+        asyncio.get_running_loop().create_task(self._release_on_close(connection))
+
+    async def _release_on_close(self, connection: ServerConnection) -> None:
+        try:
+            await connection.wait_closed()
+        finally:
+            self._slots.discard(connection)
+
+    def _healthz(self) -> Response:
+        body = {
+            "status": "shutting_down" if self.shutting_down else "ok",
+            "model": self.model_name,
+            "sessions": self.active_sessions,
+            "max_sessions": self.settings.max_sessions,
+        }
+        return _response(http.HTTPStatus.OK, json.dumps(body).encode(), "application/json")
+
+    def _static(self, name: str) -> Response:
+        path = STATIC_DIR / name
+        if "/" in name or name.startswith(".") or path.suffix not in STATIC_TYPES or not path.is_file():
+            raise NotFound(f"no such file: {name}")
+        return _response(http.HTTPStatus.OK, path.read_bytes(), STATIC_TYPES[path.suffix])
+
+    # ------------------------------------------------------------------ websocket
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        query = dict(parse_qsl(urlsplit(connection.request.path).query)) if connection.request else {}
+        session = Session(secrets.token_hex(8), self.session_config, self._new_stream, query, self._new_vad)
+        driver = _Driver(self, connection, session)
+        self._drivers.add(driver)
+        self.metrics.sessions_total.inc()
+        self.metrics.sessions.inc()
+        try:
+            await driver.run()
+        finally:
+            self.metrics.sessions.dec()
+            self._drivers.discard(driver)
+            self._slots.discard(connection)
+
+    def _new_stream(self, sample_rate: int) -> Any:
+        return self.rec.stream(sample_rate, rescoring=self._rescoring_streams)
+
+
+class _Close:
+    def __init__(self, code: int, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason.encode("utf-8")[:120].decode("utf-8", "ignore")
+
+
+class _Driver:
+    """Moves frames between one websocket and its Session; submits the session's requests
+    to the batcher. A reader task, a sender task and future callbacks, all on the loop."""
+
+    def __init__(self, app: App, ws: ServerConnection, session: Session) -> None:
+        self.app = app
+        self.ws = ws
+        self.session = session
+        self.settings = app.settings
+        self.outbox: asyncio.Queue[str | _Close | None] = asyncio.Queue()
+        self.progress = asyncio.Event()
+        self.futures: set[asyncio.Future] = set()
+        self.finished = False  # an error or the close has been queued
+        self._audio_counted = 0.0
+        self._reader: asyncio.Task | None = None
+
+    async def run(self) -> None:
+        self._reader = asyncio.create_task(self._read_loop())
+        sender = asyncio.create_task(self._send_loop())
+        try:
+            await sender
+        finally:
+            self._reader.cancel()
+            sender.cancel()
+            for f in self.futures:
+                f.cancel()
+            self.session.abort()
+
+    def shutdown(self) -> None:
+        """Server shutdown: stop reading, flush what was received, close with 1001."""
+        if self.finished or self.session.ending:
+            return
+        if self._reader is not None:
+            self._reader.cancel()
+        try:
+            self.session.end(going_away=True)
+        except Exception as e:  # noqa: BLE001 (mapped to an error message)
+            self.fail(e)
+            return
+        self.pump()
+
+    # -- input
+
+    async def _read_loop(self) -> None:
+        s = self.session
+        try:
+            while not (self.finished or s.ending):
+                while self._must_wait():
+                    self.progress.clear()
+                    await self.progress.wait()
+                if self.finished:
+                    break
+                try:
+                    async with asyncio.timeout(self.settings.idle_timeout_s):
+                        frame = await self.ws.recv()
+                except TimeoutError:
+                    self.fail(IdleTimeout(f"no message for {self.settings.idle_timeout_s:g} s"))
+                    break
+                try:
+                    s.receive(frame)
+                except Exception as e:  # noqa: BLE001 (mapped to an error message)
+                    self.fail(e)
+                    break
+                self._count_audio()
+                self.pump()
+        except ConnectionClosed:
+            self.outbox.put_nowait(None)  # the client is gone: stop the sender
+
+    def _must_wait(self) -> bool:
+        """Backpressure: stop reading while too much audio waits for the engine or too
+        many messages wait for the client."""
+        if self.finished:
+            return False
+        s = self.session
+        if s.in_flight and s.backlog_s > self.settings.max_buffer_s:
+            return True
+        return self.outbox.qsize() > OUTBOX_HIGH
+
+    def _count_audio(self) -> None:
+        now = self.session.audio_seconds
+        if now > self._audio_counted:
+            self.app.metrics.audio.inc(now - self._audio_counted)
+            self._audio_counted = now
+
+    # -- engine
+
+    def pump(self) -> None:
+        """Submit the session's requests and queue its messages."""
+        s = self.session
+        for req in s.take_requests():
+            fut = self.app.batcher.submit(req)
+            self.futures.add(fut)
+            fut.add_done_callback(functools.partial(self._on_done, req))
+        for msg in s.take_messages():
+            self._queue(msg)
+        if s.close_code is not None and not self.finished:
+            self.finished = True
+            self.outbox.put_nowait(_Close(s.close_code, "server shutting down" if s.close_code == 1001 else ""))
+        self.progress.set()
+
+    def _on_done(self, req: Any, fut: asyncio.Future) -> None:
+        self.futures.discard(fut)
+        if fut.cancelled() or self.finished:
+            return
+        exc = fut.exception()
+        try:
+            if exc is not None:
+                raise exc
+            self.session.complete(req, fut.result())
+        except Exception as e:  # noqa: BLE001 (mapped to an error message)
+            self.fail(e)
+            return
+        self.pump()
+
+    def fail(self, exc: BaseException) -> None:
+        """Send the error message for `exc`, then close with its code."""
+        if self.finished:
+            return
+        self.finished = True
+        code, message, close_code = to_error(exc)
+        if close_code == 1011:
+            log.error("session %s: %s", self.session.id, exc, exc_info=exc)
+        else:
+            log.info("session %s: %s: %s", self.session.id, code, message)
+        self.app.metrics.errors.labels(code=code).inc()
+        self.session.abort()
+        for f in self.futures:
+            f.cancel()
+        self._queue(Error(code, message))
+        self.outbox.put_nowait(_Close(close_code, code))
+        self.progress.set()
+
+    # -- output
+
+    def _queue(self, msg: ServerMessage) -> None:
+        self.app.metrics.messages.labels(type=msg.type).inc()
+        self.outbox.put_nowait(encode(msg))
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                item = await self.outbox.get()
+                if item is None:
+                    return
+                if isinstance(item, _Close):
+                    await self.ws.close(item.code, item.reason)
+                    return
+                async with asyncio.timeout(self.settings.idle_timeout_s):
+                    await self.ws.send(item)
+                self.progress.set()
+        except ConnectionClosed:
+            return
+        except TimeoutError:
+            log.info("session %s: client not reading for %.0f s: dropping it", self.session.id, self.settings.idle_timeout_s)
+            self.ws.transport.abort()

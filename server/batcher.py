@@ -1,0 +1,255 @@
+"""The batching engine: one owner of the model for every session.
+
+Sessions submit requests (`server.session.ChunkRequest` / `FinalRequest`) and await a
+future each. One gatherer task on the event loop waits for the first request, then for
+`max_batch` requests or until `max_wait_ms` after the oldest one arrived (a deadline,
+never a polling sleep), and hands the batch to a single worker thread, which
+
+1. feeds each request's audio to its stream (fbank: computed here, off the event loop),
+2. runs one `Recognizer.step` over every stream with a chunk ready: one batched
+   `forward_chunk` for streams at different offsets,
+3. runs the utterance ends (`Stream.end_utterance`, or `Recognizer.transcribe` for a
+   full-context final pass),
+
+and the gatherer resolves the futures on the loop. While the worker runs, new requests
+queue up, so batches grow with load. Each stream has at most one request in flight, so
+the queue never holds more requests than there are streams. A request that waited longer
+than `overload_s` fails with `Overloaded`: the machine cannot keep up.
+
+Nothing here touches a socket: a slow or dead client cannot stall the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol
+
+from .errors import InternalError, Overloaded
+from .session import ChunkRequest, FinalRequest, Request
+
+__all__ = ["Batcher", "BatchStats", "EngineClosed"]
+
+log = logging.getLogger("tingxie.engine")
+
+
+class EngineClosed(InternalError):
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down", "internal_error")
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one worker run did (for metrics)."""
+
+    requests: int
+    chunks: int  # streams stepped together in one forward_chunk
+    finals: int
+    seconds: float  # worker time
+    step_seconds: float  # of which the batched model step
+    audio_seconds: float  # audio the step decoded (chunks x chunk duration) + final passes
+    max_wait_seconds: float  # longest queue wait in the batch
+
+
+class StepRunner(Protocol):
+    """What the engine needs from a recognizer (`asr.recognizer.Recognizer` fits)."""
+
+    def step(self, streams: list[Any]) -> None: ...
+
+    def transcribe(self, audio: Any, sample_rate: int = 16000) -> Any: ...
+
+
+@dataclass(eq=False)
+class _Item:
+    request: Request
+    future: asyncio.Future
+    t: float  # loop time when queued
+
+
+class Batcher:
+    """Deadline-driven cross-session batching on one worker thread."""
+
+    def __init__(
+        self,
+        recognizer: StepRunner,
+        max_batch: int = 32,
+        max_wait_ms: float = 10.0,
+        overload_s: float = 10.0,
+        chunk_seconds: float = 0.64,
+        on_batch: Optional[Callable[[BatchStats], None]] = None,
+        threads: int = 0,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.rec = recognizer
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self.overload_s = overload_s
+        self.chunk_seconds = chunk_seconds
+        self.on_batch = on_batch
+        self._threads = threads
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closing = False
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tingxie-engine", initializer=self._init_thread)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="tingxie-batcher")
+
+    def _init_thread(self) -> None:
+        if self._threads > 0:
+            import torch  # noqa: PLC0415 (only the worker thread needs it)
+
+            torch.set_num_threads(self._threads)
+
+    async def close(self) -> None:
+        """Fail what is still queued and stop the worker (after its current batch)."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(EngineClosed())
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def submit(self, request: Request) -> asyncio.Future:
+        """Queue a request; the future gets its outcome (see `server.session`)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if self._closing or self._task is None or self._wakeup is None:
+            fut.set_exception(EngineClosed())
+            return fut
+        self._queue.append(_Item(request, fut, loop.time()))
+        self._wakeup.set()
+        return fut
+
+    # ------------------------------------------------------------------ gatherer
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wakeup is not None
+        while True:
+            self._drop_cancelled()
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            deadline = self._queue[0].t + self.max_wait
+            while len(self._queue) < self.max_batch:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except TimeoutError:
+                    break
+                self._drop_cancelled()
+            batch = self._take(loop.time())
+            if not batch:
+                continue
+            t0 = loop.time()
+            try:
+                outcomes, stats = await loop.run_in_executor(self._executor, self._work, [i.request for i in batch])
+            except Exception:  # the worker itself failed: fail the batch, keep serving
+                log.exception("engine batch failed")
+                outcomes = [InternalError("recognition failed")] * len(batch)
+                stats = None
+            for item, outcome in zip(batch, outcomes):
+                if item.future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    item.future.set_exception(outcome)
+                else:
+                    item.future.set_result(outcome)
+            if stats is not None and self.on_batch is not None:
+                wait = max(t0 - i.t for i in batch)
+                self.on_batch(BatchStats(**{**stats.__dict__, "max_wait_seconds": wait}))
+
+    def _drop_cancelled(self) -> None:
+        while self._queue and self._queue[0].future.done():
+            self._queue.popleft()
+
+    def _take(self, now: float) -> list[_Item]:
+        batch: list[_Item] = []
+        while self._queue and len(batch) < self.max_batch:
+            item = self._queue.popleft()
+            if item.future.done():  # cancelled: the session is gone
+                continue
+            if now - item.t > self.overload_s:
+                item.future.set_exception(
+                    Overloaded(f"the server is overloaded (audio waited {now - item.t:.1f} s for the recogniser)")
+                )
+                continue
+            batch.append(item)
+        return batch
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _work(self, requests: list[Request]) -> tuple[list[Any], BatchStats]:
+        t0 = time.perf_counter()
+        outcomes: list[Any] = [False] * len(requests)
+        stepping: list[int] = []
+        for i, req in enumerate(requests):
+            if isinstance(req, ChunkRequest):
+                try:
+                    if req.audio is not None and req.audio.size:
+                        req.stream.accept_waveform(req.audio)
+                        if req.vad is not None:
+                            req.vad.accept(req.audio)
+                    if req.finish:
+                        req.stream.input_finished()
+                    if req.stream.ready():
+                        stepping.append(i)
+                except Exception:
+                    log.exception("feeding audio failed")
+                    outcomes[i] = InternalError("could not process the audio")
+        t1 = time.perf_counter()
+        if stepping:
+            try:
+                self.rec.step([requests[i].stream for i in stepping])
+                for i in stepping:
+                    outcomes[i] = True
+            except Exception:
+                log.exception("batched step failed (%d streams)", len(stepping))
+                for i in stepping:
+                    outcomes[i] = InternalError("recognition failed")
+        t2 = time.perf_counter()
+        finals = 0
+        audio_s = len(stepping) * self.chunk_seconds
+        for i, req in enumerate(requests):
+            if isinstance(req, FinalRequest):
+                finals += 1
+                try:
+                    result = req.stream.end_utterance()
+                    if req.audio is not None:
+                        result = self.rec.transcribe(req.audio, req.sample_rate)
+                        audio_s += req.audio.size / req.sample_rate
+                    outcomes[i] = result
+                except Exception:
+                    log.exception("final pass failed")
+                    outcomes[i] = InternalError("recognition failed")
+        t3 = time.perf_counter()
+        stats = BatchStats(len(requests), len(stepping), finals, t3 - t0, t2 - t1, audio_s, 0.0)
+        return outcomes, stats

@@ -1,0 +1,92 @@
+"""`tingxie serve` (and `python -m server`): settings from flags and environment, the
+recognizer built once and handed to the app."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any, Callable
+
+from .settings import OPTIONS, ConfigError, Settings, add_arguments
+
+__all__ = ["register", "main", "build_recognizer", "build_app"]
+
+DESCRIPTION = (
+    "Streaming recognition server: websocket protocol at /v1/stream (docs/protocol.md), "
+    "browser page at /, /healthz and /metrics. Every flag can also be set by its "
+    "TINGXIE_* environment variable."
+)
+
+
+def register(subparsers: Any) -> None:
+    """Add the `serve` subcommand to the `tingxie` command line."""
+    p = subparsers.add_parser("serve", help="run the streaming recognition server", description=DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(func=cmd_serve)
+
+
+def build_recognizer(settings: Settings):
+    import torch  # noqa: PLC0415
+
+    from asr.checkpoint import load_model_dir  # noqa: PLC0415
+    from asr.config import ChunkConfig, DecodingConfig  # noqa: PLC0415
+    from asr.recognizer import Recognizer  # noqa: PLC0415
+
+    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    bundle = load_model_dir(settings.model)
+    chunk = None
+    if settings.chunk_ms:
+        frame_ms = bundle.model.cfg.subsampling_rate * bundle.features.frame_shift_ms
+        chunk = ChunkConfig(max(1, round(settings.chunk_ms / frame_ms)), bundle.chunk.left_chunks)
+    decoding = DecodingConfig(settings.decoding, settings.beam, rescoring=settings.rescoring)
+    return Recognizer(bundle, settings.device, decoding, chunk, blank_threshold=settings.blank_threshold)
+
+
+def vad_factory(settings: Settings) -> Callable[[int], Any] | None:
+    if settings.vad != "silero":
+        return None
+    from asr.vad import SileroVad, silero_available  # noqa: PLC0415
+
+    if not silero_available():
+        raise ConfigError("--vad silero needs the optional package: pip install silero-vad")
+    return SileroVad
+
+
+def build_app(settings: Settings):
+    from .app import App  # noqa: PLC0415
+
+    return App(settings, build_recognizer(settings), new_vad=vad_factory(settings))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    flags = {opt.name: getattr(args, opt.name, None) for opt in OPTIONS}
+    try:
+        settings = Settings.from_sources(flags)
+        logging.basicConfig(
+            level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        if settings.log_level != "debug":
+            logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection otherwise
+        app = build_app(settings)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logging.getLogger("tingxie.server").info("settings: %s", settings.public())
+    asyncio.run(app.run())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server", description=DESCRIPTION)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    from asr.checkpoint import ModelDirError  # noqa: PLC0415
+
+    try:
+        return cmd_serve(args)
+    except ModelDirError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

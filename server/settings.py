@@ -1,0 +1,179 @@
+"""Server settings: one frozen dataclass, built once from command-line flags and the
+environment (flag > environment > default).
+
+Every option has a flag `--name-with-dashes` and an environment variable
+`TINGXIE_NAME_WITH_UNDERSCORES`; `OPTIONS` is the single table both come from (and
+docs/deployment.md lists).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from asr.config import ConfigError, EndpointConfig
+from asr.endpoint import validate_endpoint_config
+
+__all__ = ["Settings", "Option", "OPTIONS", "add_arguments", "ConfigError"]
+
+
+def _bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    v = text.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # Settings field
+    type: Callable[[str], Any]
+    help: str
+    choices: tuple[str, ...] | None = None
+    multiple: bool = False  # repeatable flag; comma-separated in the environment
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "TINGXIE_" + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", Path, "model directory (default: models/default of the repository)"),
+    Option("host", str, "address to listen on"),
+    Option("port", int, "TCP port (0: any free port)"),
+    Option("device", str, "auto, cpu or cuda[:N]"),
+    Option("max_batch", int, "most streams decoded in one model call"),
+    Option("max_wait_ms", float, "longest a chunk waits for others to join its batch"),
+    Option("max_sessions", int, "concurrent sessions; more connections get HTTP 503"),
+    Option("api_key", str, "accepted API key (repeat for several; none: no authentication)", multiple=True),
+    Option("max_frame_bytes", int, "largest websocket message accepted (close 1009 above)"),
+    Option("max_buffer_s", float, "undecoded audio per session before reading pauses (backpressure)"),
+    Option("idle_timeout_s", float, "close a session that sends nothing for this long"),
+    Option("overload_s", float, "close sessions (1013) whose audio waited this long for the model"),
+    Option("final_pass", str, "final result: full-context re-decoding or the streaming result", ("full", "stream")),
+    Option("decoding", str, "CTC search", ("greedy", "prefix_beam")),
+    Option("beam", int, "beam size for prefix_beam and rescoring"),
+    Option("rescoring", _bool, "attention-rescore finals (models with an attention decoder)"),
+    Option("chunk_ms", int, "streaming chunk in ms (0: the model's own)"),
+    Option("endpoint_silence_ms", int, "trailing silence after speech that ends an utterance"),
+    Option("no_speech_ms", int, "silence without speech after which decoding restarts"),
+    Option("max_utterance_ms", int, "longest utterance before a final is forced"),
+    Option("blank_threshold", float, "a frame is silence when P(blank) exceeds this"),
+    Option("vad", str, "silence detection for endpoints: CTC blanks or silero-vad (optional extra)", ("ctc", "silero")),
+    Option("threads", int, "torch threads for the model (0: one per CPU core)"),
+    Option("shutdown_timeout_s", float, "on SIGTERM, time given to sessions to flush their finals"),
+    Option("log_level", str, "logging level", ("debug", "info", "warning", "error")),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: Path = Path("models/default")
+    host: str = "0.0.0.0"
+    port: int = 8000
+    device: str = "auto"
+    max_batch: int = 32
+    max_wait_ms: float = 10.0
+    max_sessions: int = 64
+    api_key: tuple[str, ...] = ()
+    max_frame_bytes: int = 1 << 20
+    max_buffer_s: float = 30.0
+    idle_timeout_s: float = 60.0
+    overload_s: float = 10.0
+    final_pass: str = "full"
+    decoding: str = "greedy"
+    beam: int = 10
+    rescoring: bool = False
+    chunk_ms: int = 0
+    endpoint_silence_ms: int = 800
+    no_speech_ms: int = 5000
+    max_utterance_ms: int = 20000
+    blank_threshold: float = 0.8
+    vad: str = "ctc"
+    threads: int = 0
+    shutdown_timeout_s: float = 30.0
+    log_level: str = "info"
+    endpoint: EndpointConfig = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        positive = ("max_batch", "max_sessions", "max_frame_bytes", "max_buffer_s", "idle_timeout_s", "overload_s", "beam")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        for name in ("max_wait_ms", "chunk_ms", "threads", "shutdown_timeout_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("port must be 0 to 65535")
+        for opt in OPTIONS:
+            if opt.choices and getattr(self, opt.name) not in opt.choices:
+                raise ConfigError(f"{opt.name} must be one of {', '.join(opt.choices)}")
+        if any(not k for k in self.api_key):
+            raise ConfigError("API keys must not be empty")
+        endpoint = EndpointConfig(
+            blank_threshold=self.blank_threshold,
+            silence_without_speech_ms=self.no_speech_ms,
+            trailing_silence_ms=self.endpoint_silence_ms,
+            max_utterance_ms=self.max_utterance_ms,
+        )
+        object.__setattr__(self, "endpoint", validate_endpoint_config(endpoint))
+
+    @classmethod
+    def from_sources(cls, flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> "Settings":
+        """flags: parsed flag values (None where a flag was not given); environ: the
+        environment (os.environ by default). Raises ConfigError for bad values."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for opt in OPTIONS:
+            given = flags.get(opt.name)
+            if opt.multiple and given:
+                values[opt.name] = tuple(given)
+            elif not opt.multiple and given is not None:
+                values[opt.name] = given
+            elif opt.env in environ:
+                raw = environ[opt.env]
+                try:
+                    if opt.multiple:
+                        values[opt.name] = tuple(opt.type(p.strip()) for p in raw.split(",") if p.strip())
+                    else:
+                        values[opt.name] = opt.type(raw)
+                except ValueError as e:
+                    raise ConfigError(f"{opt.env}={raw!r}: {e}") from None
+        if "model" not in values:
+            from asr.cli import default_model_dir  # noqa: PLC0415 (reads TINGXIE_MODEL itself)
+
+            values["model"] = default_model_dir()
+        return cls(**values)
+
+    def public(self) -> dict[str, Any]:
+        """The settings as plain values, API keys hidden (for logs)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        out["api_key"] = f"{len(self.api_key)} configured"
+        out["model"] = str(self.model)
+        return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per option, default None (so the environment and defaults can apply)."""
+    defaults = Settings.__dataclass_fields__
+    for opt in OPTIONS:
+        default = defaults[opt.name].default
+        shown = "" if opt.name in ("model", "api_key") else f" (default {default})"
+        kw: dict[str, Any] = dict(default=None, help=f"{opt.help}{shown}; env {opt.env}")
+        if opt.multiple:
+            parser.add_argument(opt.flag, action="append", type=opt.type, metavar=opt.name.upper(), **kw)
+        elif opt.type is _bool:
+            parser.add_argument(opt.flag, type=_bool, metavar="BOOL", **kw)
+        else:
+            parser.add_argument(opt.flag, type=opt.type, choices=opt.choices, **kw)
