@@ -37,6 +37,7 @@ def _load_model():
         torch.set_num_threads(threads)  # importing silero_vad sets torch to one thread
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)  # importlib.resources.path in silero_vad
         return load_silero_vad()
 
 

@@ -48,9 +48,6 @@ from .protocol import (
 __all__ = ["SessionConfig", "Session", "ChunkRequest", "FinalRequest", "Request", "FINAL_PASSES"]
 
 FINAL_PASSES = ("full", "stream")
-# Audio after the decoded frontier that a full-context final pass also sees: the
-# right context of the last encoder frames (conv2d: 6 fbank frames + the 25 ms window).
-_FULL_PASS_MARGIN_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -238,8 +235,8 @@ class Session:
 
     def receive(self, frame: str | bytes) -> None:
         """A websocket frame from the client."""
-        if self._closed:
-            return
+        if self._closed and self._close_code is None:
+            return  # aborted
         size = len(frame.encode("utf-8") if isinstance(frame, str) else frame)
         if size > self.config.max_frame_bytes:
             raise FrameTooLarge(f"frame of {size} bytes exceeds the limit of {self.config.max_frame_bytes} bytes")
@@ -352,8 +349,10 @@ class Session:
             rate = self._format.sample_rate if self._format else 16000
             if emit:
                 first = max(int(round(st.utterance_start * rate)), ch.history.start)
-                last = ch.received if at_end else int(round((st.decoded_s + _FULL_PASS_MARGIN_S) * rate))
-                audio, offset = ch.history.slice(first, min(last, ch.received)), first / rate
+                # Utterances partition the audio at the decoded frontier, whatever the
+                # client's frame sizes: the segment does not depend on what else arrived.
+                last = ch.received if at_end else int(round(st.decoded_s * rate))
+                audio, offset = ch.history.slice(first, last), first / rate
             # The next utterance starts where this one's decoding stopped.
             ch.history.drop_before(int(round(st.decoded_s * rate)))
         req = FinalRequest(c, st, audio, self._format.sample_rate if self._format else 16000, offset, emit)
