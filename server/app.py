@@ -91,14 +91,15 @@ class App:
         self._slots: set[ServerConnection] = set()  # connections holding a session slot
         self._drivers: set[_Driver] = set()
         self._server: Server | None = None
+        self._port = 0
         self.shutting_down = False
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        """The bound port (useful with port 0)."""
+        return self._port
 
     @property
     def active_sessions(self) -> int:
@@ -120,6 +121,7 @@ class App:
             close_timeout=5,
             server_header="tingxie",
         )
+        self._port = self._server.sockets[0].getsockname()[1]
         log.info("listening on %s:%d (model %s)", s.host, self.port, self.model_name)
 
     async def shutdown(self) -> None:

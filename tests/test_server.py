@@ -1,0 +1,362 @@
+"""End to end over real websockets on 127.0.0.1: streaming, channels, encodings,
+concurrency, every error path with its message and close code, handshake refusals,
+backpressure, graceful shutdown, and the HTTP routes.
+
+Clients send audio in real-time-sized frames (100 ms) as fast as they can. Results are
+compared with `Recognizer.transcribe` on the same audio (a random model's text is
+deterministic garbage, which is all equality needs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import websockets
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from asr import g711
+from asr.recognizer import Recognizer
+from server.app import App
+from server.settings import Settings
+
+from .conftest import speech_like
+
+# Long endpoint times: one utterance per test stream, so its final equals transcribe().
+ONE_UTTERANCE = dict(endpoint_silence_ms=60_000, no_speech_ms=60_000, max_utterance_ms=60_000)
+
+
+@pytest.fixture(scope="module")
+def rec(random_model_dir):
+    return Recognizer.from_dir(random_model_dir, device="cpu")
+
+
+@contextlib.asynccontextmanager
+async def running(rec, **overrides):
+    kw = dict(model=".", host="127.0.0.1", port=0,
+              shutdown_timeout_s=5.0, **ONE_UTTERANCE)
+    kw.update(overrides)
+    app = App(Settings(**kw), rec)
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.shutdown()
+
+
+def url(app, query: str = "") -> str:
+    return f"ws://127.0.0.1:{app.port}/v1/stream{query}"
+
+
+def pcm16(audio: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
+
+
+async def collect(ws) -> tuple[list[dict], int | None]:
+    msgs = []
+    try:
+        async for m in ws:
+            msgs.append(json.loads(m))
+    except ConnectionClosed:
+        pass
+    return msgs, ws.close_code
+
+
+async def stream(app, data: bytes, frame: int = 3200, query: str = "", start: dict | None = None, **kw):
+    async with connect(url(app, query), **kw) as ws:
+        if start is not None:
+            await ws.send(json.dumps(start))
+        for i in range(0, len(data), frame):
+            await ws.send(data[i : i + frame])
+        await ws.send('{"type": "end"}')
+        return await collect(ws)
+
+
+def of(msgs, kind):
+    return [m for m in msgs if m["type"] == kind]
+
+
+# ---------------------------------------------------------------- recognition
+
+
+async def test_stream_partials_then_final_equal_to_transcribe(rec):
+    pcm = pcm16(speech_like(4.0, seed=11))
+    async with running(rec) as app:
+        msgs, code = await stream(app, pcm.tobytes())
+    assert code == 1000
+    assert msgs[0]["type"] == "ready" and msgs[0]["model"] == rec.name and msgs[0]["sample_rate"] == 16000
+    partials, finals = of(msgs, "partial"), of(msgs, "final")
+    assert partials and len(finals) == 1
+    assert msgs.index(partials[0]) < msgs.index(finals[0])
+    assert all(p["utterance"] == 0 and p["channel"] == 0 for p in partials)
+    assert finals[0]["text"] == rec.transcribe(pcm, 16000).text
+    assert finals[0]["tokens"] and "".join(t["text"] for t in finals[0]["tokens"]) == finals[0]["text"]
+    assert msgs[-1] == {"type": "done", "audio_seconds": 4.0}
+
+
+async def test_two_channels(rec):
+    a, b = pcm16(speech_like(2.5, seed=12)), pcm16(speech_like(2.5, seed=13))
+    data = np.stack([a, b], axis=1).tobytes()
+    async with running(rec) as app:
+        msgs, code = await stream(app, data, frame=6400, query="?channels=2")
+    assert code == 1000
+    finals = {m["channel"]: m["text"] for m in of(msgs, "final")}
+    assert finals == {0: rec.transcribe(a, 16000).text, 1: rec.transcribe(b, 16000).text}
+
+
+async def test_mulaw_8k_configured_by_start_message(rec):
+    codes = g711.mulaw_encode(pcm16(speech_like(3.0, rate=8000, seed=14)))
+    async with running(rec) as app:
+        msgs, code = await stream(app, codes.tobytes(), frame=800, start={"type": "start", "sample_rate": 8000, "encoding": "mulaw"})
+    assert code == 1000
+    assert msgs[0]["encoding"] == "mulaw" and msgs[0]["sample_rate"] == 8000
+    assert of(msgs, "final")[0]["text"] == rec.transcribe(g711.mulaw_decode(codes), 8000).text
+
+
+async def test_twenty_concurrent_clients_get_their_own_transcripts(rec):
+    audios = [pcm16(speech_like(2.0 + 0.1 * i, seed=100 + i)) for i in range(20)]
+    async with running(rec, max_batch=32, max_wait_ms=20) as app:
+        results = await asyncio.gather(*(stream(app, a.tobytes()) for a in audios))
+        sizes = app.metrics.batch_size.collect()[0].samples
+    for a, (msgs, code) in zip(audios, results):
+        assert code == 1000
+        assert [f["text"] for f in of(msgs, "final")] == [rec.transcribe(a, 16000).text]
+    count = next(s.value for s in sizes if s.name.endswith("_count"))
+    total = next(s.value for s in sizes if s.name.endswith("_sum"))
+    assert total / count > 2  # streams were batched together
+
+
+# ---------------------------------------------------------------- errors
+
+
+async def error_and_close(ws) -> tuple[dict | None, int | None]:
+    msgs, code = await collect(ws)
+    errors = of(msgs, "error")
+    return (errors[0] if errors else None), code
+
+
+@pytest.mark.parametrize(
+    "query, frames, code",
+    [
+        ("", ["{not json"], "bad_json"),
+        ("", ['{"type": "hello"}'], "bad_message"),
+        ("", ['{"type": "start", "encoding": "opus"}'], "bad_config"),
+        ("?encoding=opus", [b"\x00\x00"], "bad_config"),
+        ("", ['{"type": "start"}', '{"type": "start"}'], "unexpected_message"),
+        ("?encoding=pcm_f32le", [np.array([np.nan], "<f4").tobytes()], "bad_audio"),
+    ],
+)
+async def test_protocol_errors_close_with_1008(rec, query, frames, code):
+    async with running(rec) as app:
+        async with connect(url(app, query)) as ws:
+            for f in frames:
+                await ws.send(f)
+            err, close = await error_and_close(ws)
+    assert err["code"] == code and err["message"]
+    assert close == 1008
+
+
+async def test_oversized_frames_close_with_1009(rec):
+    async with running(rec, max_frame_bytes=4000) as app:
+        async with connect(url(app)) as ws:
+            await ws.send(b"\x00" * 4000)  # at the limit: fine
+            await ws.send(b"\x00" * 5000)
+            err, close = await error_and_close(ws)
+        assert err["code"] == "frame_too_large" and close == 1009
+        async with connect(url(app)) as ws:
+            await ws.send(b"\x00" * 9000)  # beyond twice the limit: cut off by websockets itself
+            _, close = await error_and_close(ws)
+        assert close == 1009
+
+
+async def test_api_keys_are_checked_at_the_handshake(rec):
+    pcm = pcm16(speech_like(1.0, seed=15)).tobytes()
+    async with running(rec, api_key=("k1", "k2")) as app:
+        for kw in ({}, {"additional_headers": {"Authorization": "Bearer nope"}}):
+            with pytest.raises(InvalidStatus) as e:
+                async with connect(url(app), **kw):
+                    pass
+            assert e.value.response.status_code == 401
+        msgs, code = await stream(app, pcm, additional_headers={"Authorization": "Bearer k2"})
+        assert code == 1000 and msgs[-1]["type"] == "done"
+        msgs, code = await stream(app, pcm, query="?api_key=k1")
+        assert code == 1000
+        # Health and metrics stay open for probes.
+        assert json.loads(await http_get(app, "/healthz"))["status"] == "ok"
+
+
+async def test_session_limit_answers_503(rec):
+    async with running(rec, max_sessions=2) as app:
+        a = await connect(url(app))
+        b = await connect(url(app))
+        with pytest.raises(InvalidStatus) as e:
+            async with connect(url(app)):
+                pass
+        assert e.value.response.status_code == 503
+        await a.close()
+        await asyncio.sleep(0.1)
+        async with connect(url(app)) as c:  # the slot was released
+            await c.send('{"type": "end"}')
+            assert (await collect(c))[1] == 1000
+        await b.close()
+
+
+class SlowRecognizer:
+    """The real recognizer with a slow (or failing) model step."""
+
+    def __init__(self, rec, delay: float, fail_rate: int | None = None):
+        self._rec, self.delay, self.fail_rate = rec, delay, fail_rate
+
+    def __getattr__(self, name):
+        return getattr(self._rec, name)
+
+    def step(self, streams):
+        time.sleep(self.delay)
+        if self.fail_rate is not None and any(s.sample_rate == self.fail_rate for s in streams):
+            raise RuntimeError("model exploded at /secret/path")
+        self._rec.step(streams)
+
+
+async def test_overload_closes_with_1013(rec):
+    data = pcm16(speech_like(1.5, seed=16)).tobytes()
+    async with running(SlowRecognizer(rec, 0.3), max_batch=1, overload_s=0.2) as app:
+        results = await asyncio.gather(*(stream(app, data) for _ in range(3)))
+    overloaded = [(msgs, code) for msgs, code in results if code == 1013]
+    assert overloaded
+    for msgs, _ in overloaded:
+        assert of(msgs, "error")[0]["code"] == "overloaded"
+
+
+async def test_internal_error_is_opaque_and_isolated(rec):
+    good = pcm16(speech_like(2.0, seed=17))
+    bad = pcm16(speech_like(2.0, rate=22050, seed=17))
+    async with running(SlowRecognizer(rec, 0.0, fail_rate=22050), max_batch=1) as app:
+        (bad_msgs, bad_code), (good_msgs, good_code) = await asyncio.gather(
+            stream(app, bad.tobytes(), query="?sample_rate=22050"), stream(app, good.tobytes())
+        )
+        health = json.loads(await http_get(app, "/healthz"))
+    assert bad_code == 1011
+    assert of(bad_msgs, "error")[0] == {"type": "error", "code": "internal_error", "message": "recognition failed"}
+    assert good_code == 1000 and of(good_msgs, "final")[0]["text"] == rec.transcribe(good, 16000).text
+    assert health["status"] == "ok"
+
+
+async def test_idle_client_is_closed(rec):
+    async with running(rec, idle_timeout_s=0.3) as app:
+        async with connect(url(app)) as ws:
+            err, close = await error_and_close(ws)
+    assert err["code"] == "idle_timeout" and close == 1008
+
+
+# ---------------------------------------------------------------- flow control and shutdown
+
+
+async def test_backpressure_never_drops_audio(rec):
+    pcm = pcm16(speech_like(8.0, seed=18))
+    async with running(SlowRecognizer(rec, 0.02), max_buffer_s=1.0) as app:
+        msgs, code = await stream(app, pcm.tobytes(), frame=16000)
+    assert code == 1000
+    assert msgs[-1] == {"type": "done", "audio_seconds": 8.0}
+    assert of(msgs, "final")[0]["text"] == rec.transcribe(pcm, 16000).text
+
+
+async def test_end_flushes_every_final_before_done(rec):
+    # Short endpoints: several utterances; all finals arrive before done, none after.
+    audio = np.concatenate([speech_like(1.0, seed=19), np.zeros(16000), speech_like(1.0, seed=20)])
+    async with running(rec, endpoint_silence_ms=200, blank_threshold=0.3, max_utterance_ms=800) as app:
+        msgs, code = await stream(app, pcm16(audio).tobytes())
+    finals = of(msgs, "final")
+    assert code == 1000 and len(finals) >= 2
+    assert [f["utterance"] for f in finals] == list(range(len(finals)))
+    assert msgs[-1]["type"] == "done" and all(m["type"] != "final" for m in msgs[msgs.index(finals[-1]) + 1 : -1])
+    starts = [f["start"] for f in finals]
+    assert starts == sorted(starts) and finals[-1]["end"] <= 3.0 + 1e-6
+
+
+async def test_graceful_shutdown_flushes_finals_and_closes_1001(rec):
+    pcm = pcm16(speech_like(2.0, seed=21))
+    app = App(Settings(model=".", host="127.0.0.1", port=0, **ONE_UTTERANCE), rec)
+    await app.start()
+    ws = await connect(url(app))
+    for i in range(0, pcm.size * 2, 3200):
+        await ws.send(pcm.tobytes()[i : i + 3200])
+    first = json.loads(await ws.recv())
+    assert first["type"] == "ready"
+    await app.shutdown()
+    msgs, code = await collect(ws)
+    assert code == 1001
+    assert of(msgs, "final")[0]["text"] == rec.transcribe(pcm, 16000).text
+    assert msgs[-1] == {"type": "done", "audio_seconds": 2.0}
+    with pytest.raises(OSError):
+        await connect(url(app), open_timeout=2)
+
+
+# ---------------------------------------------------------------- HTTP routes
+
+
+async def http_get(app, path: str, headers: dict | None = None) -> bytes:
+    def get():
+        req = urllib.request.Request(f"http://127.0.0.1:{app.port}{path}", headers=headers or {})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.headers.get("Content-Type"), r.read()
+
+    status, ctype, body = await asyncio.to_thread(get)
+    assert status == 200
+    return body
+
+
+async def test_health_metrics_and_page(rec):
+    pcm = pcm16(speech_like(1.0, seed=22)).tobytes()
+    async with running(rec) as app:
+        health = json.loads(await http_get(app, "/healthz"))
+        assert health == {"status": "ok", "model": rec.name, "sessions": 0, "max_sessions": 64}
+        async with connect(url(app)) as ws:
+            await asyncio.sleep(0.05)
+            assert json.loads(await http_get(app, "/healthz"))["sessions"] == 1
+            await ws.send(pcm)
+            await ws.send('{"type": "end"}')
+            await collect(ws)
+        async with connect(url(app)) as ws:
+            await ws.send("{bad")
+            await collect(ws)
+        metrics = (await http_get(app, "/metrics")).decode()
+        for line in ("tingxie_sessions_total 2.0", "tingxie_audio_seconds_total 1.0", 'tingxie_errors_total{code="bad_json"} 1.0',
+                     "tingxie_sessions_active 0.0", "tingxie_step_seconds_count", "tingxie_real_time_factor",
+                     'tingxie_messages_sent_total{type="final"} 1.0'):
+            assert line in metrics, line
+        page = (await http_get(app, "/")).decode()
+        assert "<html" in page.lower() and "/v1/stream" in (page + (await http_get(app, "/static/app.js")).decode())
+        with pytest.raises(urllib.error.HTTPError) as e:
+            await http_get(app, "/nope")
+        assert e.value.code == 404
+        with pytest.raises(urllib.error.HTTPError) as e:
+            await http_get(app, "/static/../app.py")
+        assert e.value.code == 404
+
+
+def test_serve_flags_and_environment(tmp_path, random_model_dir):
+    from asr.cli import build_parser
+    from server.cli import OPTIONS
+    from server.settings import ConfigError
+
+    args = build_parser().parse_args(["serve", "--port", "9000", "--api-key", "a", "--api-key", "b", "--max-batch", "4"])
+    flags = {o.name: getattr(args, o.name) for o in OPTIONS}
+    env = {"TINGXIE_PORT": "1234", "TINGXIE_HOST": "127.0.0.1", "TINGXIE_MODEL": str(random_model_dir),
+           "TINGXIE_MAX_WAIT_MS": "5", "TINGXIE_RESCORING": "no", "TINGXIE_API_KEY": "x,y"}
+    s = Settings.from_sources(flags, env)
+    assert (s.port, s.host, s.model, s.max_batch, s.max_wait_ms, s.api_key) == (9000, "127.0.0.1", random_model_dir, 4, 5.0, ("a", "b"))
+    s = Settings.from_sources({}, env)
+    assert s.api_key == ("x", "y") and s.port == 1234 and s.endpoint.trailing_silence_ms == 800
+    with pytest.raises(ConfigError):
+        Settings.from_sources({}, {"TINGXIE_PORT": "eighty"})
+    with pytest.raises(ConfigError):
+        Settings.from_sources({"max_batch": 0}, {})
+    with pytest.raises(ConfigError):
+        Settings.from_sources({"final_pass": "later"}, {})
+    assert "api_key" in s.public() and "x" not in str(s.public()["api_key"])
