@@ -39,6 +39,10 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields except vocab_size
     tokenizer_dir: str | None = None  # reuse a unit table; default: build one in exp_dir
     normalize_text: bool = True  # spoken-form transcripts (numbers as Han characters, no punctuation)
+    # JSONL(.gz) files whose "text" fields define the unit table (entries with a "split"
+    # other than "train" are ignored); default: the training manifests. Lets the unit
+    # table cover a corpus plan before all of its audio exists.
+    tokenizer_texts: list[str] | None = None
     max_han_units: int = 6000
     bpe_vocab: int = 300
     epochs: int = 10
@@ -95,6 +99,22 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
     return cfg
 
 
+def _texts_of(paths: list[str], normalize: bool):
+    import gzip
+
+    norm = (lambda t: t)
+    if normalize:
+        from ..data.normalize import normalize_text as norm
+    for p in paths:
+        opener = gzip.open if p.endswith(".gz") else open
+        with opener(p, "rt", encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    d = json.loads(line)
+                    if d.get("split", "train") == "train":
+                        yield norm(d["text"])
+
+
 def _lr_factor(step: int, warmup: int, total: int, min_ratio: float, schedule: str = "cosine") -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -144,7 +164,9 @@ class Trainer:
         self.dev_utts = read_manifest(cfg.dev_manifest, cfg.normalize_text) if cfg.dev_manifest else []
         tok_dir = Path(cfg.tokenizer_dir) if cfg.tokenizer_dir else self.exp / "tokenizer"
         if not (tok_dir / "units.txt").exists():
-            train_units((u.text for u in self.train_utts), tok_dir, cfg.max_han_units, cfg.bpe_vocab)
+            texts = _texts_of(cfg.tokenizer_texts, cfg.normalize_text) if cfg.tokenizer_texts else (
+                u.text for u in self.train_utts)
+            train_units(texts, tok_dir, cfg.max_han_units, cfg.bpe_vocab)
         self.tok_dir = tok_dir
         self.tokenizer = Tokenizer.from_dir(tok_dir)
         self.model_cfg = from_dict(ModelConfig, {**cfg.model, "vocab_size": len(self.tokenizer)})
