@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from asr import g711
 from asr.config import EndpointConfig
@@ -380,7 +381,10 @@ def test_abort_stops_everything():
 
 @pytest.fixture(scope="module")
 def rec(random_model_dir):
-    return Recognizer.from_dir(random_model_dir, device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batches: a second thread only adds overhead on a shared machine
+    yield Recognizer.from_dir(random_model_dir, device="cpu")
+    torch.set_num_threads(threads)
 
 
 def test_samples_until_ready_is_exact(rec):
