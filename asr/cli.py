@@ -39,23 +39,9 @@ def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None):
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from .audio import AudioError, read_audio
+    from .batch.cli import run  # noqa: PLC0415
 
-    rec = _recognizer(args)
-    failures = 0
-    for f in args.files:
-        try:
-            audio, rate = read_audio(f)
-        except AudioError as e:
-            print(f"error: {e}", file=sys.stderr)
-            failures += 1
-            continue
-        result = rec.transcribe(audio.mean(axis=0), rate)
-        if args.json:
-            print(json.dumps({"file": str(f), **result.to_dict()}, ensure_ascii=False))
-        else:
-            print(f"{f}\t{result.text}")
-    return 1 if failures else 0
+    return run(args, _recognizer)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -135,9 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tingxie", description="Streaming Mandarin speech recognition")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("transcribe", help="transcribe audio files")
-    p.add_argument("files", nargs="+", type=Path)
-    p.add_argument("--json", action="store_true", help="one JSON object per file with tokens and times")
+    from .batch.cli import add_arguments as transcribe_arguments  # noqa: PLC0415
+
+    p = sub.add_parser("transcribe", help="transcribe audio and video files, folders, manifests (batched)",
+                       description="Offline batch transcription: docs/batch.md")
+    transcribe_arguments(p)
     _decoding_args(p)
     p.set_defaults(func=cmd_transcribe)
 

@@ -1,0 +1,120 @@
+"""Full-context recognition of many utterances at once: sorted by length, padded into
+batches through `CTCModel.forward`, then CTC search per utterance, tokens mapped to
+absolute times.
+
+Batching is bounded by padded fbank frames (memory and wasted work both grow with the
+longest member), so sorting by length first keeps padding small. The result for an
+utterance is what `Recognizer.transcribe` gives for its audio (padding is masked in the
+encoder), up to float rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..config import ConfigError
+from ..decoding import make_decoder
+from ..features import fbank
+from ..recognizer import Recognizer, Result
+
+__all__ = ["EngineOptions", "BatchEngine", "PRECISIONS"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """max_batch_frames: padded fbank frames (10 ms each) per model call;
+    max_batch: utterances per call; precision: auto (the recognizer's: bf16/fp16
+    autocast on CUDA, float32 on CPU), fp32, bf16 (fast on CPUs with AVX512-BF16 or
+    AMX), fp16 (CUDA)."""
+
+    max_batch_frames: int = 40_000
+    max_batch: int = 64
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.max_batch_frames < 1 or self.max_batch < 1:
+            raise ConfigError("max_batch_frames and max_batch must be positive")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}")
+
+
+class BatchEngine:
+    """Recognises utterances given as fbank features, batched; stateless between calls."""
+
+    def __init__(self, recognizer: Recognizer, options: EngineOptions = EngineOptions()) -> None:
+        self.rec = recognizer
+        self.options = options
+        self.frames_per_second = 1000.0 / recognizer.features.frame_shift_ms
+
+    def features(self, samples: torch.Tensor) -> torch.Tensor:
+        """(frames, mel) fbank of 16 kHz float32 samples (what transcribe computes)."""
+        return fbank(samples, self.rec.features)
+
+    def _autocast(self):
+        p, dev = self.options.precision, self.rec.device
+        if p == "auto":
+            return self.rec._autocast()
+        if p == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(dev.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+
+    def batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Indices grouped into batches, longest first, each within the frame budget."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        out: list[list[int]] = []
+        cur: list[int] = []
+        for i in order:
+            # Sorted descending: the first member is the longest, so padded size is
+            # len(batch) * lengths[batch[0]].
+            if cur and ((len(cur) + 1) * lengths[cur[0]] > self.options.max_batch_frames or len(cur) >= self.options.max_batch):
+                out.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            out.append(cur)
+        return out
+
+    def recognize(self, feats: Sequence[torch.Tensor], t0: Sequence[float], t_end: Sequence[float]) -> list[Result]:
+        """Results for utterances with features (frames, mel) that start at t0 and end at
+        t_end (seconds on the file's clock; token times are absolute)."""
+        results: list[Result | None] = [None] * len(feats)
+        lengths = [int(f.size(0)) for f in feats]
+        todo = [i for i, n in enumerate(lengths) if n >= self.rec.min_frames]
+        for i in set(range(len(feats))) - set(todo):  # too short for one encoder frame
+            results[i] = self._decode(torch.zeros(0, self.rec.model.cfg.vocab_size), None, t0[i], t_end[i])
+        for batch in self.batches([lengths[i] for i in todo]):
+            idx = [todo[b] for b in batch]
+            for i, res in zip(idx, self._run([feats[i] for i in idx], [t0[i] for i in idx], [t_end[i] for i in idx])):
+                results[i] = res
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _run(self, feats: list[torch.Tensor], t0: list[float], t_end: list[float]) -> list[Result]:
+        rec = self.rec
+        lens = torch.tensor([f.size(0) for f in feats])
+        xs = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(rec.device)
+        rescoring = rec.decoding.rescoring
+        with self._autocast():
+            enc, logp, out_lens = rec.model.forward_with_encoder(xs, lens.to(rec.device))
+        logp = logp.float().cpu()
+        out_lens = out_lens.cpu().tolist()
+        return [
+            self._decode(logp[i, :n], enc[i, :n].float() if rescoring else None, t0[i], t_end[i])
+            for i, n in enumerate(out_lens)
+        ]
+
+    def _decode(self, logp: torch.Tensor, enc: torch.Tensor | None, t0: float, t_end: float) -> Result:
+        rec, d = self.rec, self.rec.decoding
+        rescoring = d.rescoring and enc is not None and logp.size(0) > 0
+        decoder = make_decoder("prefix_beam" if rescoring else d.method, d.beam_size, 0, d.blank_penalty)
+        decoder.advance(logp)
+        nbest = decoder.nbest()
+        if rescoring:
+            nbest = rec.rescore(nbest, enc)
+        return rec.result(nbest, t0, t_end, rescored=rescoring)
