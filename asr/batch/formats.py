@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .results import Segment, Transcript
 
-__all__ = ["FORMATS", "PER_FILE_FORMATS", "render", "cues", "Cue", "timestamp", "EXTENSIONS"]
+__all__ = ["FORMATS", "PER_FILE_FORMATS", "render", "cues", "Cue", "timestamp", "token_ends", "EXTENSIONS"]
 
 FORMATS = ("txt", "json", "jsonl", "srt", "vtt", "tsv")
 PER_FILE_FORMATS = ("txt", "json", "srt", "vtt", "tsv")  # jsonl: one file for all inputs
@@ -37,7 +37,7 @@ def timestamp(seconds: float, sep: str = ",") -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def _token_ends(text: str, tokens) -> list[int]:
+def token_ends(text: str, tokens) -> list[int]:
     """Offset in `text` just after each token. Token texts are the text without the
     spaces between words; a token the text does not show (a special unit) is given
     zero width."""
@@ -60,7 +60,7 @@ def _token_ends(text: str, tokens) -> list[int]:
 def _segment_cues(seg: Segment, max_chars: int) -> list[Cue]:
     if not seg.text:
         return []
-    ends = _token_ends(seg.text, seg.tokens) if len(seg.text) > max_chars else None
+    ends = token_ends(seg.text, seg.tokens) if len(seg.text) > max_chars else None
     if ends is None:
         return [Cue(seg.start, seg.end, seg.text, seg.channel)]
     cuts = [0]  # token index where each cue starts

@@ -113,7 +113,8 @@ def _decode_av(source: str, name: str, mode: str) -> Media:
     except AudioError:
         raise
     except Exception as e:  # PyAV raises many error classes for corrupt input
-        raise AudioError(f"{name}: cannot decode audio ({type(e).__name__}: {e})") from e
+        reason = getattr(e, "strerror", None) or str(e).replace(source, name)
+        raise AudioError(f"{name}: cannot decode audio ({reason})") from e
     if not resamplers:
         raise AudioError(f"{name}: the audio stream holds no samples")
     rows = [torch.cat(o + [rs.flush()]).numpy() for o, rs in zip(outs, resamplers)]

@@ -79,6 +79,7 @@ class Prepared:
     channels: int = 1
     segments: list[PreparedSegment] = field(default_factory=list)
     error: str | None = None
+    internal: bool = False  # the error is unexpected (a bug), not a problem of the input
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,13 @@ class Outcome:
         return self.transcript.duration if self.transcript else 0.0
 
 
-def prepare(item: InputItem, options: BatchOptions, features: FeatureConfig) -> Prepared:
-    """Decode, segment and compute fbank for one input; failures become `error`."""
+def prepare(item: InputItem, options: BatchOptions, features: FeatureConfig, label: str | None = None) -> Prepared:
+    """Decode, segment and compute fbank for one input; failures become `error`
+    (naming the input as `label`, default its path)."""
     if item.error:
         return Prepared(item, error=item.error)
     try:
-        media = load_media(item.path, options.channels, name=item.path)
+        media = load_media(item.path, options.channels, name=label or item.path)
         rows = [np.ascontiguousarray(r) for r in media.samples]
         regions = segment(rows, options.vad)
         split = options.channels == "split"
@@ -110,7 +112,7 @@ def prepare(item: InputItem, options: BatchOptions, features: FeatureConfig) -> 
     except AudioError as e:
         return Prepared(item, error=str(e))
     except Exception as e:  # noqa: BLE001 (one bad file must not stop a long run)
-        return Prepared(item, error=f"{item.path}: {type(e).__name__}: {e}")
+        return Prepared(item, error=f"{label or item.path}: {type(e).__name__}: {e}", internal=True)
 
 
 def assemble(p: Prepared, segments: list[Segment], options: dict[str, Any]) -> Transcript:
