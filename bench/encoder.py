@@ -1,7 +1,7 @@
 """Streaming encoder throughput: time per batched `forward_chunk` step and audio-seconds
 per compute-second at several batch sizes (random weights, the shipped model's shape).
 
-    python bench/encoder.py [--batches 1 8 32 128] [--chunk 16] [--history-s 5] [--threads N]
+    python bench/encoder.py [--batches 1 8 32 128] [--chunk 16] [--history-s 5] [--threads N] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--config", type=str, default="", help="JSON ModelConfig overrides")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: CPU autocast (native on AVX512-BF16/AMX CPUs)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     if args.threads:
@@ -43,7 +45,9 @@ def main() -> None:
           f"threads {torch.get_num_threads()}")
     print(f"{'batch':>6} {'ms/step':>9} {'ms/stream':>10} {'audio s / compute s':>20}")
     rows = []
-    with torch.inference_mode():
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    print(f"precision {args.precision}")
+    with torch.inference_mode(), autocast:
         for b in args.batches:
             # Streams at different offsets: each holds a different amount of history.
             states = []

@@ -166,3 +166,15 @@ def test_beam_search_option(random_model_dir):
 def test_chunk_override(random_model_dir):
     rec = Recognizer.from_dir(random_model_dir, device="cpu", chunk=ChunkConfig(8, 1))
     assert rec.chunk.chunk_size == 8 and rec.window == 35 and rec.stride == 32
+
+
+def test_bf16_precision_stays_close_to_fp32(random_model_dir):
+    fp32 = Recognizer.from_dir(random_model_dir, device="cpu", precision="fp32")
+    bf16 = Recognizer.from_dir(random_model_dir, device="cpu", precision="bf16")
+    audio = speech_like(2.0, seed=11)
+    a = fp32.ctc_logprobs(audio, 16000, chunk_size=4)
+    b = bf16.ctc_logprobs(audio, 16000, chunk_size=4)
+    assert a.shape == b.shape and a.dtype == b.dtype == torch.float32
+    assert 0 < (a - b).abs().max() < 0.5  # really computed in bf16, and still close
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Recognizer.from_dir(random_model_dir, device="cpu", precision="int4")

@@ -255,8 +255,25 @@ class Trainer:
         with open(self.exp / "train_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
+    def _stop_on_signal(self) -> None:
+        """SIGTERM/SIGINT: finish the current step, save, export, exit cleanly."""
+        import signal
+        import threading
+
+        self._stop_requested = False
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum, _frame):
+            self._stop_requested = True
+            self.log(f"signal {signum}: saving after this step")
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
     def train(self) -> Path:
         cfg = self.cfg
+        self._stop_on_signal()
         started = time.monotonic()
         last_save = started
         rng = random.Random(cfg.seed * 1000 + self.step)
@@ -289,9 +306,10 @@ class Trainer:
                 if now - last_save > cfg.save_every_minutes * 60:
                     self.save(False)
                     last_save = now
-                if cfg.max_minutes is not None and now - started > cfg.max_minutes * 60:
+                out_of_time = cfg.max_minutes is not None and now - started > cfg.max_minutes * 60
+                if out_of_time or self._stop_requested:
                     self.save(False)
-                    self.log(f"stopping after {cfg.max_minutes} min at epoch {self.epoch} batch {self.batch_in_epoch}")
+                    self.log(f"stopping at epoch {self.epoch} batch {self.batch_in_epoch}")
                     return self.export()
             record: dict[str, Any] = {"epoch": self.epoch, "step": self.step, "train_loss": round(loss_sum / max(n_batches, 1), 4)}
             if self.dev_utts:
