@@ -48,7 +48,7 @@ class SileroVad:
         if not 0.0 < threshold < 1.0:
             raise ValueError("VAD threshold must be within (0, 1)")
         self.threshold = threshold
-        self._model = _load_model()
+        self._model = None  # loaded on first use, on the thread that feeds audio
         self._resampler = StreamingResampler(sample_rate, RATE)
         self._buf = np.zeros(0, dtype=np.float32)
         self._silent_windows = 0
@@ -62,6 +62,8 @@ class SileroVad:
     @torch.inference_mode()
     def accept(self, audio: np.ndarray | torch.Tensor) -> None:
         """Feed mono samples at the stream's rate (float in [-1, 1] or int16)."""
+        if self._model is None:
+            self._model = _load_model()
         samples = self._resampler.accept(to_float32(audio)).numpy()
         self._buf = np.concatenate([self._buf, samples]) if self._buf.size else samples
         n = self._buf.size // WINDOW

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -185,7 +186,7 @@ class Batcher:
                     item.future.set_result(outcome)
             if stats is not None and self.on_batch is not None:
                 wait = max(t0 - i.t for i in batch)
-                self.on_batch(BatchStats(**{**stats.__dict__, "max_wait_seconds": wait}))
+                self.on_batch(dataclasses.replace(stats, max_wait_seconds=wait))
 
     def _drop_cancelled(self) -> None:
         while self._queue and self._queue[0].future.done():

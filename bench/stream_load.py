@@ -1,0 +1,306 @@
+"""Streaming server under load: N concurrent clients sending audio at real-time pace.
+
+Starts `python -m server` on 127.0.0.1 for each run (a fresh process, so its metrics
+and CPU time are the run's own), connects N websocket clients that each send 100 ms
+frames on a real-time schedule, and reports per run:
+
+- RTF: the engine's busy time / audio received (`tingxie_batch_seconds_sum` over
+  `tingxie_audio_seconds_total`); CPU RTF: the server process's CPU time / audio
+  (event loop included). Below 1 the server keeps up.
+- partial latency p50/p95: from the moment the client sent the frame holding the audio a
+  partial covers (its `end`) to the partial's arrival;
+- final latency p50/p95: from the moment the client sent the audio at the final's `end`
+  (the end of its last token, i.e. of the speech) to the final's arrival. With a
+  trained model this includes the endpoint's trailing silence (800 ms by default);
+- the mean batch size, and the same run with batching off (`--max-batch 1`).
+
+    python bench/stream_load.py --model DIR [--streams 10 25 50] [--seconds 30] [--wav a.wav ...]
+    python bench/stream_load.py --make-model DIR   # random weights at the default model size
+
+Audio: the WAV files given, else Mandarin sentences synthesised with espeak-ng (if
+installed), else harmonic bursts; each client starts at a different offset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SENTENCES = [
+    "jin1 tian1 tian1 qi4 hen3 hao3 wo3 men5 qu4 gong1 yuan2 san4 bu4 ba5",
+    "qing3 wen4 ni3 de5 zhang4 hu4 yu2 e2 hai2 you3 duo1 shao3",
+    "zhe4 ge4 xiang4 mu4 xu1 yao4 zai4 xia4 ge4 xing1 qi1 wan2 cheng2",
+    "wo3 xiang3 ding4 yi1 zhang1 ming2 tian1 qu4 shang4 hai3 de5 huo3 che1 piao4",
+    "ta1 shuo1 ta1 ming2 tian1 bu4 neng2 lai2 kai1 hui4 le5",
+    "qing3 ba3 chuang1 hu4 guan1 shang4 wai4 mian4 you3 dian3 leng3",
+    "zhe4 jia1 can1 ting1 de5 cai4 hen3 hao3 chi1 jia4 ge2 ye3 bu4 gui4",
+    "ru2 guo3 you3 wen4 ti2 qing3 bo1 da3 ke4 fu2 dian4 hua4",
+]
+FRAME_S = 0.1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_model(out: Path) -> None:
+    """Random weights at the shipped model's size (for load tests before a trained model)."""
+    from asr.checkpoint import save_model_dir
+    from asr.config import ChunkConfig
+    from asr.tokens import write_units
+    from tests.conftest import random_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    han = [chr(c) for c in range(0x4E00, 0x4E00 + 4997)]
+    write_units(["<blank>", "<unk>", *han, "<sos/eos>"], out / "units.txt")
+    model = random_model(0, vocab_size=5000, output_size=256, attention_heads=4, linear_units=1024, num_blocks=12,
+                         cnn_module_kernel=15)
+    save_model_dir(out, model, out, "random-default-size", chunk=ChunkConfig(16, -1))
+    print(f"wrote {out} ({model.num_parameters() / 1e6:.1f} M parameters)")
+
+
+def load_audio(wavs: list[Path], seconds: float) -> tuple[np.ndarray, str]:
+    """16 kHz int16 audio, at least `seconds` long (files repeated), and its source."""
+    from asr.audio import read_audio
+    from asr.features import resample, to_float32
+
+    def as16k(path: Path) -> np.ndarray:
+        audio, rate = read_audio(path)
+        x = to_float32(audio.mean(axis=0))
+        if rate != 16000:
+            x = resample(x, rate, 16000)
+        return x.numpy()
+
+    if wavs:
+        parts, source = [as16k(w) for w in wavs], f"{len(wavs)} WAV files"
+    elif shutil.which("espeak-ng"):
+        tmp = Path(tempfile.mkdtemp(prefix="tingxie-bench-"))
+        parts = []
+        for i, text in enumerate(SENTENCES):
+            wav = tmp / f"s{i}.wav"
+            subprocess.run(["espeak-ng", "-v", "cmn-latn-pinyin", "-s", "160", "-w", str(wav), text], check=True)
+            parts.append(as16k(wav))
+        shutil.rmtree(tmp)
+        source = f"{len(SENTENCES)} espeak-ng Mandarin sentences"
+    else:
+        from tests.conftest import speech_like
+
+        parts, source = [speech_like(4.0, seed=i) for i in range(8)], "synthetic harmonic bursts"
+    pause = np.zeros(int(1.5 * 16000), np.float32)  # a pause after each sentence
+    seq = np.concatenate([np.concatenate([p, pause]) for p in parts])
+    reps = int(np.ceil(seconds * 16000 / seq.size)) + 1
+    audio = np.tile(seq, reps)
+    return np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16), source
+
+
+# ---------------------------------------------------------------- one client
+
+
+@dataclass
+class ClientResult:
+    partial_latency: list[float] = field(default_factory=list)
+    final_latency: list[float] = field(default_factory=list)
+    finals: int = 0
+    error: str = ""
+    done: bool = False
+
+
+async def client(url: str, audio: np.ndarray, start_delay: float, drain_timeout: float) -> ClientResult:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    res = ClientResult()
+    frame = int(FRAME_S * 16000)
+    n_frames = audio.size // frame
+    sent_at: list[float] = []  # wall time each frame was sent
+
+    def sent_time(t: float) -> float | None:
+        k = max(int(np.ceil(t / FRAME_S - 1e-6)) - 1, 0)  # frame holding audio up to t
+        return sent_at[k] if k < len(sent_at) else None
+
+    await asyncio.sleep(start_delay)
+    try:
+        async with connect(url, max_size=2**22, open_timeout=30) as ws:
+
+            async def receive() -> None:
+                async for raw in ws:
+                    now = time.perf_counter()
+                    m = json.loads(raw)
+                    if m["type"] == "partial" and (t := sent_time(m["end"])) is not None:
+                        res.partial_latency.append(now - t)
+                    elif m["type"] == "final":
+                        res.finals += 1
+                        if (t := sent_time(m["end"])) is not None:
+                            res.final_latency.append(now - t)
+                    elif m["type"] == "error":
+                        res.error = m["code"]
+                    elif m["type"] == "done":
+                        res.done = True
+
+            reader = asyncio.create_task(receive())
+            t0 = time.perf_counter()
+            for k in range(n_frames):
+                delay = t0 + (k + 1) * FRAME_S - time.perf_counter()  # audio exists once recorded
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sent_at.append(time.perf_counter())
+                await ws.send(audio[k * frame : (k + 1) * frame].tobytes())
+            await ws.send('{"type": "end"}')
+            try:
+                await asyncio.wait_for(reader, drain_timeout)
+            except TimeoutError:
+                res.error = res.error or "no done within the drain timeout"
+    except ConnectionClosed as e:
+        res.error = res.error or f"closed {e.rcvd.code if e.rcvd else '?'}"
+    except OSError as e:
+        res.error = f"connect failed: {e}"
+    return res
+
+
+# ---------------------------------------------------------------- one run
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r"^(tingxie_\w+)(\{[^}]*\})? ([0-9.eE+-]+)$", line)
+        if m:
+            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    fields_ = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def run_clients(port: int, audio: np.ndarray, streams: int, seconds: float, drain_timeout: float) -> list[ClientResult]:
+    rng = np.random.default_rng(streams)
+    n = int(seconds * 16000)
+    jobs = []
+    for i in range(streams):
+        off = int(rng.integers(0, audio.size - n))
+        jobs.append(client(f"ws://127.0.0.1:{port}/v1/stream", audio[off : off + n], float(rng.uniform(0, 1.0)), drain_timeout))
+    return await asyncio.gather(*jobs)
+
+
+def run(args: argparse.Namespace, audio: np.ndarray, streams: int, max_batch: int) -> dict:
+    port = free_port()
+    cmd = [sys.executable, "-m", "server", "--model", str(args.model), "--host", "127.0.0.1", "--port", str(port),
+           "--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms), "--max-sessions", str(streams + 8),
+           "--final-pass", args.final_pass, "--overload-s", "3600", "--idle-timeout-s", "3600", "--log-level", "warning"]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError("the server exited") from None
+                time.sleep(0.2)
+        before, cpu0, t0 = scrape(port), cpu_seconds(proc.pid), time.perf_counter()
+        results = asyncio.run(run_clients(port, audio, streams, args.seconds, args.drain_timeout))
+        wall = time.perf_counter() - t0
+        after, cpu1 = scrape(port), cpu_seconds(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    audio_s = d.get("tingxie_audio_seconds_total", 0.0)
+    partial = [x for r in results for x in r.partial_latency]
+    final = [x for r in results for x in r.final_latency]
+    errors = [r.error for r in results if r.error]
+    return {
+        "streams": streams,
+        "max_batch": max_batch,
+        "audio_s": round(audio_s, 1),
+        "wall_s": round(wall, 1),
+        "rtf": d.get("tingxie_batch_seconds_sum", 0.0) / max(audio_s, 1e-9),
+        "cpu_rtf": (cpu1 - cpu0) / max(audio_s, 1e-9),
+        "mean_batch": d.get("tingxie_batch_size_sum", 0.0) / max(d.get("tingxie_batch_size_count", 0.0), 1e-9),
+        "partial_p50": pct(partial, 50),
+        "partial_p95": pct(partial, 95),
+        "final_p50": pct(final, 50),
+        "final_p95": pct(final, 95),
+        "finals": sum(r.finals for r in results),
+        "done": sum(r.done for r in results),
+        "errors": errors,
+    }
+
+
+def row(r: dict) -> str:
+    ms = lambda x: "–" if np.isnan(x) else f"{x * 1000:.0f}"  # noqa: E731
+    errs = f"{len(r['errors'])} ({', '.join(sorted(set(r['errors'])))[:40]})" if r["errors"] else "0"
+    return (f"| {r['streams']} | {r['max_batch']} | {r['rtf']:.3f} | {r['cpu_rtf']:.3f} | {r['mean_batch']:.1f} | "
+            f"{ms(r['partial_p50'])} / {ms(r['partial_p95'])} | {ms(r['final_p50'])} / {ms(r['final_p95'])} | "
+            f"{r['done']}/{r['streams']} | {errs} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, help="model directory")
+    p.add_argument("--make-model", type=Path, metavar="DIR", help="write a random model of the default size and exit")
+    p.add_argument("--streams", type=int, nargs="+", default=[10, 25, 50])
+    p.add_argument("--seconds", type=float, default=30.0, help="audio per client")
+    p.add_argument("--wav", type=Path, nargs="*", default=[], help="audio to stream (default: synthesised speech)")
+    p.add_argument("--max-batch", type=int, default=32, help="batch limit of the batched runs")
+    p.add_argument("--max-wait-ms", type=float, default=10.0)
+    p.add_argument("--final-pass", choices=["full", "stream"], default="full")
+    p.add_argument("--threads", type=int, default=0, help="server model threads (0: one per core)")
+    p.add_argument("--no-unbatched", action="store_true", help="skip the --max-batch 1 runs")
+    p.add_argument("--drain-timeout", type=float, default=120.0, help="wait for done after the last frame (s)")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args()
+    if args.make_model:
+        make_model(args.make_model)
+        return
+    if not args.model:
+        p.error("--model is required")
+    audio, source = load_audio(args.wav, args.seconds)
+    print(f"audio: {source}; {args.seconds:g} s per client, {FRAME_S * 1000:.0f} ms frames at real-time pace; "
+          f"final pass: {args.final_pass}; {os.cpu_count()} CPUs", flush=True)
+    header = ("| streams | max batch | RTF | CPU RTF | mean batch | partial p50 / p95 (ms) | final p50 / p95 (ms) "
+              "| done | errors |\n|---|---|---|---|---|---|---|---|---|")
+    results = []
+    for n in args.streams:
+        for mb in [args.max_batch] + ([] if args.no_unbatched else [1]):
+            r = run(args, audio, n, mb)
+            results.append(r)
+            print(header if len(results) == 1 else "", row(r), sep="\n" if len(results) == 1 else "", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
