@@ -93,6 +93,7 @@ class App:
         self._server: Server | None = None
         self._port = 0
         self.shutting_down = False
+        self.http_api: Any = None  # server.http_api.HttpApi when settings.http_port >= 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -123,6 +124,11 @@ class App:
         )
         self._port = self._server.sockets[0].getsockname()[1]
         log.info("listening on %s:%d (model %s)", s.host, self.port, self.model_name)
+        if s.http_port >= 0:  # uploads need a body, which websockets refuses: own listener
+            from .http_api import HttpApi  # noqa: PLC0415
+
+            self.http_api = HttpApi(self, s.host, s.http_port, int(s.max_upload_mb * 1_000_000))
+            await self.http_api.start()
 
     async def shutdown(self) -> None:
         """Stop accepting connections; let every session decode what it received and send
@@ -141,6 +147,8 @@ class App:
             log.warning("sessions still open after %.0f s: closing them", self.settings.shutdown_timeout_s)
             self._server.close(close_connections=True)
             await self._server.wait_closed()
+        if self.http_api is not None:
+            await self.http_api.close()
         await self.batcher.close()
         log.info("stopped")
 
