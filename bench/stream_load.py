@@ -28,6 +28,7 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -215,6 +216,7 @@ def run(args: argparse.Namespace, audio: np.ndarray, streams: int, max_batch: in
            "--final-pass", args.final_pass, "--overload-s", "3600", "--idle-timeout-s", "3600", "--log-level", "warning"]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    cmd += shlex.split(args.server_args)
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     try:
@@ -279,6 +281,7 @@ def main() -> None:
     p.add_argument("--final-pass", choices=["full", "stream"], default="full")
     p.add_argument("--threads", type=int, default=0, help="server model threads (0: one per core)")
     p.add_argument("--no-unbatched", action="store_true", help="skip the --max-batch 1 runs")
+    p.add_argument("--server-args", default="", help='more server flags, e.g. "--precision bf16 --history-ms 2560"')
     p.add_argument("--drain-timeout", type=float, default=120.0, help="wait for done after the last frame (s)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
@@ -289,7 +292,7 @@ def main() -> None:
         p.error("--model is required")
     audio, source = load_audio(args.wav, args.seconds)
     print(f"audio: {source}; {args.seconds:g} s per client, {FRAME_S * 1000:.0f} ms frames at real-time pace; "
-          f"final pass: {args.final_pass}; {os.cpu_count()} CPUs", flush=True)
+          f"final pass: {args.final_pass}; server flags: {args.server_args or '-'}; {os.cpu_count()} CPUs", flush=True)
     header = ("| streams | max batch | RTF | CPU RTF | mean batch | partial p50 / p95 (ms) | final p50 / p95 (ms) "
               "| done | errors |\n|---|---|---|---|---|---|---|---|---|")
     results = []

@@ -9,7 +9,8 @@ never a polling sleep), and hands the batch to a single worker thread, which
 2. runs one `Recognizer.step` over every stream with a chunk ready: one batched
    `forward_chunk` for streams at different offsets,
 3. runs the utterance ends (`Stream.end_utterance`, or `Recognizer.transcribe` for a
-   full-context final pass),
+   full-context final pass) for about as long as the step took, deferring the rest to
+   the next batch so that a burst of finals never stalls the partials of every stream,
 
 and the gatherer resolves the futures on the loop. While the worker runs, new requests
 queue up, so batches grow with load. Each stream has at most one request in flight, so
@@ -36,6 +37,9 @@ from .session import ChunkRequest, FinalRequest, Request
 __all__ = ["Batcher", "BatchStats", "EngineClosed"]
 
 log = logging.getLogger("tingxie.engine")
+
+MIN_FINAL_BUDGET_S = 0.05
+DEFERRED = object()  # a final pass left for the next batch
 
 
 class EngineClosed(InternalError):
@@ -177,8 +181,10 @@ class Batcher:
                 log.exception("engine batch failed")
                 outcomes = [InternalError("recognition failed")] * len(batch)
                 stats = None
+            deferred = [item for item, outcome in zip(batch, outcomes) if outcome is DEFERRED]
+            self._queue.extendleft(reversed(deferred))  # first in line next time, original times kept
             for item, outcome in zip(batch, outcomes):
-                if item.future.done():
+                if item.future.done() or outcome is DEFERRED:
                     continue
                 if isinstance(outcome, BaseException):
                     item.future.set_exception(outcome)
@@ -239,8 +245,15 @@ class Batcher:
         t2 = time.perf_counter()
         finals = 0
         audio_s = len(stepping) * self.chunk_seconds
+        # Final passes (a whole utterance each) share the worker with the streams: at
+        # most about as long as this step took, so partials never wait for a convoy of
+        # finals; the rest go back to the queue for the next batch.
+        budget = max(t2 - t1, MIN_FINAL_BUDGET_S)
         for i, req in enumerate(requests):
             if isinstance(req, FinalRequest):
+                if finals and time.perf_counter() - t2 > budget:
+                    outcomes[i] = DEFERRED
+                    continue
                 finals += 1
                 try:
                     result = req.stream.end_utterance()

@@ -37,12 +37,16 @@ def build_recognizer(settings: Settings):
 
     torch.set_num_threads(settings.threads or os.cpu_count() or 1)
     bundle = load_model_dir(settings.model)
-    chunk = None
-    if settings.chunk_ms:
-        frame_ms = bundle.model.cfg.subsampling_rate * bundle.features.frame_shift_ms
-        chunk = ChunkConfig(max(1, round(settings.chunk_ms / frame_ms)), bundle.chunk.left_chunks)
+    frame_ms = bundle.model.cfg.subsampling_rate * bundle.features.frame_shift_ms
+    size = max(1, round(settings.chunk_ms / frame_ms)) if settings.chunk_ms else bundle.chunk.chunk_size
+    left = max(1, round(settings.history_ms / (size * frame_ms))) if settings.history_ms else bundle.chunk.left_chunks
+    chunk = ChunkConfig(size, left)
     decoding = DecodingConfig(settings.decoding, settings.beam, rescoring=settings.rescoring)
-    return Recognizer(bundle, settings.device, decoding, chunk, blank_threshold=settings.blank_threshold)
+    try:
+        return Recognizer(bundle, settings.device, decoding, chunk, blank_threshold=settings.blank_threshold,
+                          precision=settings.precision)
+    except ValueError as e:  # precision or rescoring the device or model cannot do
+        raise ConfigError(str(e)) from None
 
 
 def vad_factory(settings: Settings) -> Callable[[int], Any] | None:

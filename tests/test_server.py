@@ -365,3 +365,37 @@ def test_serve_flags_and_environment(tmp_path, random_model_dir):
     with pytest.raises(ConfigError):
         Settings.from_sources({"final_pass": "later"}, {})
     assert "api_key" in s.public() and "x" not in str(s.public()["api_key"])
+
+
+async def test_final_passes_do_not_stall_the_streams():
+    """A burst of utterance ends is spread over batches (about one step's time each), and
+    chunk requests queued behind it still run in the first batch."""
+    from server.batcher import Batcher
+    from server.session import ChunkRequest, FinalRequest
+
+    class Rec:
+        def step(self, streams):
+            time.sleep(0.01)
+
+        def transcribe(self, audio, sample_rate=16000):
+            time.sleep(0.06)
+            return "full"
+
+    class St:
+        def ready(self):
+            return True
+
+        def end_utterance(self):
+            return "stream"
+
+    stats = []
+    engine = Batcher(Rec(), max_batch=8, max_wait_ms=1, on_batch=stats.append)
+    await engine.start()
+    try:
+        finals = [engine.submit(FinalRequest(0, St(), np.zeros(160, np.float32), 16000, 0.0, True)) for _ in range(4)]
+        chunk = engine.submit(ChunkRequest(0, St(), None))
+        assert await asyncio.gather(*finals, chunk) == ["full"] * 4 + [True]
+    finally:
+        await engine.close()
+    assert stats[0].chunks == 1 and stats[0].finals == 1
+    assert [s.finals for s in stats] == [1, 1, 1, 1]
