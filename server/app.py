@@ -17,9 +17,12 @@ import json
 import logging
 import secrets
 import signal
+import time
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -108,6 +111,9 @@ class App:
 
     async def start(self) -> None:
         await self.batcher.start()
+        t0 = time.perf_counter()
+        await self.batcher.run_in_worker(self._warm_up)
+        log.debug("warm-up took %.2f s", time.perf_counter() - t0)
         s = self.settings
         self._server = await serve(
             self._handle,
@@ -129,6 +135,18 @@ class App:
 
             self.http_api = HttpApi(self, s.host, s.http_port, int(s.max_upload_mb * 1_000_000))
             await self.http_api.start()
+
+    def _warm_up(self) -> None:
+        """One chunk and one full-context pass on silence: the first real session then
+        does not pay for kernel selection and allocations."""
+        silence = np.zeros(self.rec.features.sample_rate, dtype=np.float32)
+        stream = self._new_stream(self.rec.features.sample_rate)
+        stream.accept_waveform(silence)
+        stream.input_finished()
+        while stream.ready():
+            self.rec.step([stream])
+        if self.settings.final_pass == "full":
+            self.rec.transcribe(silence, self.rec.features.sample_rate)
 
     async def shutdown(self) -> None:
         """Stop accepting connections; let every session decode what it received and send

@@ -138,6 +138,12 @@ class Batcher:
             self._executor.shutdown(wait=True)
             self._executor = None
 
+    async def run_in_worker(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the model's thread (e.g. a warm-up), outside any batch."""
+        if self._executor is None:
+            raise EngineClosed()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
     def submit(self, request: Request) -> asyncio.Future:
         """Queue a request; the future gets its outcome (see `server.session`)."""
         loop = asyncio.get_running_loop()

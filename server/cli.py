@@ -50,9 +50,12 @@ def build_recognizer(settings: Settings):
 
 
 def vad_factory(settings: Settings) -> Callable[[int], Any] | None:
-    if settings.vad != "silero":
+    if settings.vad == "ctc":
         return None
-    from asr.vad import SileroVad, silero_available  # noqa: PLC0415
+    from asr.vad import EnergyVad, SileroVad, silero_available  # noqa: PLC0415
+
+    if settings.vad == "energy":
+        return EnergyVad
 
     if not silero_available():
         raise ConfigError("--vad silero needs the optional package: pip install silero-vad")
@@ -78,7 +81,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    logging.getLogger("tingxie.server").info("settings: %s", settings.public())
+    log = logging.getLogger("tingxie.server")
+    log.info("settings: %s", settings.public())
+    if "OMP_WAIT_POLICY" not in os.environ:
+        log.warning("OMP_WAIT_POLICY is not set: export OMP_WAIT_POLICY=PASSIVE (see docs/deployment.md)")
     asyncio.run(app.run())
     return 0
 

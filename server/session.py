@@ -337,7 +337,9 @@ class Session:
         if res.text and res.text != ch.text:
             self._messages.append(Partial(c, ch.utterance, res.text, res.start, st.decoded_s))
         ch.text = res.text
-        trailing = ch.vad.trailing_silence_s if ch.vad is not None else st.trailing_blank_s
+        # A detector runs ahead of the decoder (it sees all audio handed over): ask it
+        # about the silence up to the decoded frontier, so that frame sizes do not matter.
+        trailing = ch.vad.trailing_silence_at(st.decoded_s) if ch.vad is not None else st.trailing_blank_s
         ep = detect_endpoint(self.config.endpoint, trailing, st.decoded_s - st.utterance_start, bool(res.text))
         if ep is not None:
             self._end_utterance(c, ch, emit=ep.final, at_end=False)

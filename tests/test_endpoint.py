@@ -85,3 +85,33 @@ def check_vad(vad, speech, rate):
     assert vad.trailing_silence_s >= spoken_end_silence + 0.9
     vad.accept(speech[: rate // 2])
     assert vad.trailing_silence_s < 0.5
+
+
+def test_energy_vad_tracks_trailing_silence():
+    from asr.vad import EnergyVad
+
+    rate = 8000
+    vad = EnergyVad(rate, threshold_db=-40.0)
+    tone = 0.3 * np.sin(np.arange(rate) * 2 * np.pi * 300 / rate).astype(np.float32)
+    vad.accept(tone[:1234])
+    assert vad.trailing_silence_s == 0.0 and vad.speech_frames > 0
+    for piece in np.array_split(np.full(rate, 1e-3, np.float32), 7):  # -60 dBFS "silence", odd pieces
+        vad.accept(piece)
+    assert vad.trailing_silence_s == pytest.approx(1.0, abs=0.03)
+    vad.accept(tone[:400])
+    assert vad.trailing_silence_s < 0.03
+
+
+def test_silence_is_measured_up_to_any_decoded_time():
+    """Detectors run ahead of the decoder; the endpoint asks about the decoded frontier."""
+    from asr.vad import EnergyVad
+
+    rate = 16000
+    vad = EnergyVad(rate)  # 20 ms frames
+    tone = 0.3 * np.sin(np.arange(rate // 2) * 2 * np.pi * 300 / rate).astype(np.float32)
+    vad.accept(np.concatenate([tone, np.zeros(rate, np.float32), tone]))  # speech 0-0.5, silence 0.5-1.5
+    assert vad.trailing_silence_at(0.4) == 0.0
+    assert vad.trailing_silence_at(1.3) == pytest.approx(0.8)
+    assert vad.trailing_silence_at(1.5) == pytest.approx(1.0)
+    assert vad.trailing_silence_at(1.7) == 0.0
+    assert vad.trailing_silence_at(99.0) == vad.trailing_silence_s == 0.0

@@ -482,3 +482,20 @@ def test_real_model_endpoints_keep_absolute_times(rec):
         assert f.text == rec.transcribe(seg, rate).text
         assert all(r.offset_s <= t.start <= t.end <= r.offset_s + r.audio.size / rate + 1e-6 for t in f.tokens)
     assert msgs[-1] == Done(5.0)
+
+
+def test_a_voice_activity_detector_can_drive_the_endpoints():
+    from asr.vad import EnergyVad
+
+    class NoBlanks(FakeStream):
+        trailing_blank_s = 0.0  # the CTC statistics never see silence
+
+    rec = FakeRecognizer()
+    audio = s16(levels((0.3, 0.3), (1.0, 0.0), (0.3, 0.5), (0.1, 0.0)))
+    results = {}
+    for vad in (None, EnergyVad):
+        for frames in ([audio], split(audio, 0, 999)):  # the detector runs ahead by a frame or all
+            s = Session("sid", SessionConfig("fake", EndpointConfig(), "stream"), NoBlanks, None, vad)
+            results.setdefault(vad, []).append([m.text for m in of(run_all(s, Batcher(rec), frames), Final)])
+    assert results[None] == [["333555"]] * 2  # one utterance: no endpoint without silence
+    assert results[EnergyVad] == [["333", "555"]] * 2
