@@ -399,3 +399,16 @@ async def test_final_passes_do_not_stall_the_streams():
         await engine.close()
     assert stats[0].chunks == 1 and stats[0].finals == 1
     assert [s.finals for s in stats] == [1, 1, 1, 1]
+
+
+def test_build_recognizer_from_settings(random_model_dir):
+    from asr.config import ChunkConfig
+    from server.cli import build_recognizer, vad_factory
+    from server.settings import ConfigError
+
+    rec = build_recognizer(Settings(model=random_model_dir, chunk_ms=320, history_ms=1280, threads=1, vad="energy"))
+    assert rec.chunk == ChunkConfig(8, 4) and rec.blank_threshold == 0.8
+    assert build_recognizer(Settings(model=random_model_dir, threads=1)).chunk == rec.bundle.chunk
+    assert vad_factory(Settings(vad="energy")).__name__ == "EnergyVad" and vad_factory(Settings()) is None
+    with pytest.raises(ConfigError):
+        build_recognizer(Settings(model=random_model_dir, precision="fp16", device="cpu", threads=1))
