@@ -35,7 +35,8 @@ def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None):
     if chunk_ms:
         frame_ms = bundle.model.cfg.subsampling_rate * bundle.features.frame_shift_ms
         chunk = ChunkConfig(max(1, round(chunk_ms / frame_ms)), -1)
-    return Recognizer(bundle, args.device, DecodingConfig(args.decoding, args.beam), chunk)
+    precision = getattr(args, "precision", "auto")  # transcribe's --precision
+    return Recognizer(bundle, args.device, DecodingConfig(args.decoding, args.beam), chunk, precision=precision)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:

@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ..checkpoint import ModelDirError
 from ..config import ConfigError
-from .engine import PRECISIONS, EngineOptions
+from ..recognizer import PRECISIONS
+from .engine import EngineOptions
 from .formats import FORMATS
 from .inputs import InputError, InputItem, expand_inputs
 from .media import CHANNEL_MODES
@@ -49,10 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     aud.add_argument("--speech-pad-ms", type=int, default=200, help="audio kept around each utterance")
     aud.add_argument("--max-segment-s", type=float, default=20.0, help="longest utterance; longer speech is cut")
     run = p.add_argument_group("batching and resources")
-    run.add_argument("--batch-frames", type=int, default=40_000, help="padded fbank frames (10 ms) per model call")
-    run.add_argument("--max-batch", type=int, default=64, help="utterances per model call")
+    run.add_argument("--batch-frames", type=int, default=0,
+                     help="padded fbank frames (10 ms) per model call (0: 4000 on a CPU, 80000 on a GPU)")
+    run.add_argument("--max-batch", type=int, default=0, help="utterances per model call (0: 64 on a CPU, 256 on a GPU)")
     run.add_argument("--precision", choices=PRECISIONS, default="auto",
-                     help="auto: float32 on CPU, bf16/fp16 autocast on CUDA; bf16 is ~2-3x faster on CPUs with AVX512-BF16/AMX")
+                     help="auto: float32 on CPU, bf16/fp16 autocast on CUDA; bf16 is ~2x faster on CPUs with AVX512-BF16/AMX")
     run.add_argument("--workers", type=int, default=-1,
                      help="threads decoding and segmenting files ahead of the model (-1: none on a CPU, 2 with a GPU)")
     run.add_argument("--threads", type=int, default=0, help="torch threads (0: one per CPU core)")
@@ -71,7 +74,7 @@ def _options(args: argparse.Namespace) -> BatchOptions:
         method=args.vad, only_long=not args.vad_all, threshold=args.vad_threshold,
         min_silence_ms=args.min_silence_ms, speech_pad_ms=args.speech_pad_ms, max_segment_s=args.max_segment_s,
     )
-    engine = EngineOptions(args.batch_frames, args.max_batch, args.precision)
+    engine = EngineOptions(args.batch_frames, args.max_batch)
     return BatchOptions(args.channels, vad, engine, workers=args.workers)
 
 
@@ -103,7 +106,12 @@ def run(args: argparse.Namespace, make_recognizer: Callable[[argparse.Namespace]
         import torch  # noqa: PLC0415
 
         torch.set_num_threads(args.threads or os.cpu_count() or 1)
-        rec = make_recognizer(args) if args.ray is None else make_recognizer(_on_cpu(args))
+        try:
+            rec = make_recognizer(args) if args.ray is None else make_recognizer(_on_cpu(args))
+        except ModelDirError:
+            raise  # asr.cli reports it (exit 2)
+        except ValueError as e:  # a precision or rescoring the device or model cannot do
+            raise ConfigError(str(e)) from e
         items = expand_inputs(args.files)
         if args.output_dir is None and fmt in ("srt", "vtt", "tsv") and len(items) > 1:
             raise ConfigError(f"--format {fmt} writes one file per input: give --output-dir for {len(items)} inputs")
@@ -145,6 +153,8 @@ def _on_cpu(args: argparse.Namespace) -> argparse.Namespace:
     """The driver's copy of the model in Ray mode (names and checks only) stays on the CPU."""
     ns = argparse.Namespace(**vars(args))
     ns.device = "cpu"
+    if ns.precision == "fp16":  # the actors' precision; the driver's copy runs nothing
+        ns.precision = "auto"
     return ns
 
 
@@ -154,5 +164,5 @@ def _outcomes(args: argparse.Namespace, items: list[InputItem], rec: Any, option
         return
     from .ray_runner import RayOptions, run_ray  # noqa: PLC0415
 
-    ray_opts = RayOptions(args.ray, args.ray_actors, args.ray_gpus, args.ray_cpus, args.device)
+    ray_opts = RayOptions(args.ray, args.ray_actors, args.ray_gpus, args.ray_cpus, args.device, args.precision)
     yield from run_ray(items, rec, options, ray_opts)

@@ -10,7 +10,6 @@ encoder), up to float rounding.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -21,27 +20,41 @@ from ..decoding import make_decoder
 from ..features import fbank
 from ..recognizer import Recognizer, Result
 
-__all__ = ["EngineOptions", "BatchEngine", "PRECISIONS"]
+__all__ = ["EngineOptions", "BatchEngine", "precision_name"]
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Padded fbank frames per model call when not given. On a CPU large batches are slower,
+# not faster: activations (the subsampling convolution's most of all) outgrow the caches,
+# while one utterance already makes matrix products big enough. Measured on the 11 M
+# model (docs/benchmarks.md): 2000-4000 frames best, 40000 half as fast. A GPU wants
+# large batches.
+CPU_BATCH_FRAMES = 4000
+GPU_BATCH_FRAMES = 80_000
 
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """max_batch_frames: padded fbank frames (10 ms each) per model call;
-    max_batch: utterances per call; precision: auto (the recognizer's: bf16/fp16
-    autocast on CUDA, float32 on CPU), fp32, bf16 (fast on CPUs with AVX512-BF16 or
-    AMX), fp16 (CUDA)."""
+    """max_batch_frames: padded fbank frames (10 ms each) per model call (0: 4000 on a
+    CPU, 80000 on a GPU); max_batch: utterances per call (0: 64 on a CPU, 256 on a GPU).
+    Precision is the recognizer's (`Recognizer(..., precision=)`: bf16 autocast is
+    about 2x faster on CPUs with AVX512-BF16 or AMX)."""
 
-    max_batch_frames: int = 40_000
-    max_batch: int = 64
-    precision: str = "auto"
+    max_batch_frames: int = 0
+    max_batch: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_batch_frames < 1 or self.max_batch < 1:
-            raise ConfigError("max_batch_frames and max_batch must be positive")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}")
+        if self.max_batch_frames < 0 or self.max_batch < 0:
+            raise ConfigError("max_batch_frames and max_batch must be positive (or 0: by device)")
+
+    def limits(self, device: torch.device) -> tuple[int, int]:
+        """(max_batch_frames, max_batch) on `device`."""
+        gpu = device.type == "cuda"
+        return (self.max_batch_frames or (GPU_BATCH_FRAMES if gpu else CPU_BATCH_FRAMES),
+                self.max_batch or (256 if gpu else 64))
+
+
+def precision_name(recognizer: Recognizer) -> str:
+    """The recognizer's compute precision as a `precision=` value (fp32, bf16, fp16)."""
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[recognizer.compute_dtype]
 
 
 class BatchEngine:
@@ -50,19 +63,11 @@ class BatchEngine:
     def __init__(self, recognizer: Recognizer, options: EngineOptions = EngineOptions()) -> None:
         self.rec = recognizer
         self.options = options
-        self.frames_per_second = 1000.0 / recognizer.features.frame_shift_ms
+        self.max_frames, self.max_batch = options.limits(recognizer.device)
 
     def features(self, samples: torch.Tensor) -> torch.Tensor:
         """(frames, mel) fbank of 16 kHz float32 samples (what transcribe computes)."""
         return fbank(samples, self.rec.features)
-
-    def _autocast(self):
-        p, dev = self.options.precision, self.rec.device
-        if p == "auto":
-            return self.rec._autocast()
-        if p == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(dev.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Indices grouped into batches, longest first, each within the frame budget."""
@@ -72,7 +77,7 @@ class BatchEngine:
         for i in order:
             # Sorted descending: the first member is the longest, so padded size is
             # len(batch) * lengths[batch[0]].
-            if cur and ((len(cur) + 1) * lengths[cur[0]] > self.options.max_batch_frames or len(cur) >= self.options.max_batch):
+            if cur and ((len(cur) + 1) * lengths[cur[0]] > self.max_frames or len(cur) >= self.max_batch):
                 out.append(cur)
                 cur = []
             cur.append(i)
@@ -100,7 +105,7 @@ class BatchEngine:
         lens = torch.tensor([f.size(0) for f in feats])
         xs = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(rec.device)
         rescoring = rec.decoding.rescoring
-        with self._autocast():
+        with rec._autocast():
             enc, logp, out_lens = rec.model.forward_with_encoder(xs, lens.to(rec.device))
         logp = logp.float().cpu()
         out_lens = out_lens.cpu().tolist()

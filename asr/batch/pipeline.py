@@ -22,7 +22,7 @@ from ..audio import AudioError
 from ..config import ConfigError, FeatureConfig
 from ..features import fbank
 from ..recognizer import Recognizer
-from .engine import BatchEngine, EngineOptions
+from .engine import BatchEngine, EngineOptions, precision_name
 from .inputs import InputItem
 from .media import CHANNEL_MODES, load_media
 from .results import Segment, Transcript
@@ -60,7 +60,7 @@ class BatchOptions:
             "vad": v.resolved_method(),
             "vad_only_long": v.only_long,
             "max_segment_s": v.max_segment_s,
-            "precision": self.engine.precision,
+            "precision": precision_name(recognizer),
         }
 
 

@@ -46,6 +46,7 @@ class RayOptions:
     gpus: float | None = None
     cpus: float = 1.0
     device: str = "auto"
+    precision: str = "auto"  # on the actors' device (auto: bf16/fp16 on CUDA, fp32 on CPU)
     batch_rows: int = 256  # segments handed to an actor at a time (it sorts them by length)
 
     def __post_init__(self) -> None:
@@ -113,7 +114,7 @@ def _prepare_rows(row: dict[str, Any], options: BatchOptions, features: FeatureC
 class _Recognize:
     """One model per actor; recognises the segment rows of each batch it is given."""
 
-    def __init__(self, model: Any, device: str, decoding: DecodingConfig, chunk: ChunkConfig,
+    def __init__(self, model: Any, device: str, precision: str, decoding: DecodingConfig, chunk: ChunkConfig,
                  engine: EngineOptions, threads: int) -> None:
         import ray  # noqa: PLC0415
         import torch  # noqa: PLC0415
@@ -125,7 +126,7 @@ class _Recognize:
         self._dir = tempfile.TemporaryDirectory(prefix="tingxie-model-")
         for name, data in files.items():
             (Path(self._dir.name) / name).write_bytes(data)
-        rec = Recognizer(load_model_dir(self._dir.name), device, decoding, chunk)
+        rec = Recognizer(load_model_dir(self._dir.name), device, decoding, chunk, precision=precision)
         self.engine = BatchEngine(rec, engine)
         self.mel = rec.features.num_mel_bins
 
@@ -171,7 +172,8 @@ def run_ray(items: list[InputItem], recognizer: Recognizer, options: BatchOption
     ds = ds.map_batches(
         _Recognize,
         fn_constructor_kwargs=dict(
-            model=model_ref, device=ray_opts.device if gpus > 0 else "cpu", decoding=recognizer.decoding,
+            model=model_ref, device=ray_opts.device if gpus > 0 else "cpu", precision=ray_opts.precision,
+            decoding=recognizer.decoding,
             chunk=recognizer.chunk, engine=options.engine, threads=int(ray_opts.cpus),
         ),
         batch_size=ray_opts.batch_rows,
@@ -181,6 +183,8 @@ def run_ray(items: list[InputItem], recognizer: Recognizer, options: BatchOption
         num_cpus=ray_opts.cpus,
     )
     record = options.record(recognizer)
+    if gpus > 0:
+        record["precision"] = ray_opts.precision
     headers: dict[int, dict[str, Any]] = {}
     segments: dict[int, list[Segment]] = {}
     ready: dict[int, Outcome] = {}
