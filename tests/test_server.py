@@ -412,3 +412,40 @@ def test_build_recognizer_from_settings(random_model_dir):
     assert vad_factory(Settings(vad="energy")).__name__ == "EnergyVad" and vad_factory(Settings()) is None
     with pytest.raises(ConfigError):
         build_recognizer(Settings(model=random_model_dir, precision="fp16", device="cpu", threads=1))
+
+
+async def test_serve_process_stops_gracefully_on_sigterm(random_model_dir, rec):
+    """`python -m server` configured by environment: SIGTERM flushes the open session's
+    finals (close 1001) and the process exits 0."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TINGXIE_MODEL": str(random_model_dir), "TINGXIE_HOST": "127.0.0.1", "TINGXIE_PORT": "0",
+           "TINGXIE_THREADS": "1", "TINGXIE_ENDPOINT_SILENCE_MS": "60000", "TINGXIE_NO_SPEECH_MS": "60000",
+           "TINGXIE_MAX_UTTERANCE_MS": "60000"}
+    proc = subprocess.Popen([sys.executable, "-m", "server"], env=env, stderr=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        port = None
+        while port is None:
+            line = await asyncio.to_thread(proc.stderr.readline)
+            assert line, "the server exited before listening"
+            if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
+                port = int(m.group(1))
+        pcm = pcm16(speech_like(1.5, seed=23))
+        async with connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:
+            await ws.send(pcm.tobytes())
+            assert json.loads(await ws.recv())["type"] == "ready"
+            proc.send_signal(signal.SIGTERM)
+            msgs, code = await collect(ws)
+        assert code == 1001
+        assert of(msgs, "final")[0]["text"] == rec.transcribe(pcm, 16000).text
+        assert msgs[-1] == {"type": "done", "audio_seconds": 1.5}
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
