@@ -9,9 +9,11 @@ frames on a real-time schedule, and reports per run:
   (event loop included). Below 1 the server keeps up.
 - partial latency p50/p95: from the moment the client sent the frame holding the audio a
   partial covers (its `end`) to the partial's arrival;
-- final latency p50/p95: from the moment the client sent the audio at the final's `end`
-  (the end of its last token, i.e. of the speech) to the final's arrival. With a
-  trained model this includes the endpoint's trailing silence (800 ms by default);
+- final latency p50/p95: from the moment the client sent the end of the speech (the last
+  loud 20 ms frame before a pause of 300 ms or more, found by frame energy in the audio
+  sent) to the arrival of the final that covers it. This includes the endpoint's wait for
+  trailing silence (800 ms by default). Finals cut inside speech (the 20 s limit) are
+  timed from their `end` instead;
 - the mean batch size, and the same run with batching off (`--max-batch 1`).
 
     python bench/stream_load.py --model DIR [--streams 10 25 50] [--seconds 30] [--wav a.wav ...]
@@ -79,6 +81,17 @@ def make_model(out: Path) -> None:
     print(f"wrote {out} ({model.num_parameters() / 1e6:.1f} M parameters)")
 
 
+def speech_ends(audio: np.ndarray, rate: int = 16000, threshold_db: float = -40.0, pause_s: float = 0.3) -> np.ndarray:
+    """Times (s) where speech stops for at least `pause_s` (20 ms frames against a level)."""
+    frame = rate // 50
+    n = audio.size // frame
+    x = audio[: n * frame].astype(np.float64).reshape(n, frame) / 32768
+    loud = np.sqrt((x**2).mean(axis=1)) > 10 ** (threshold_db / 20)
+    need = int(round(pause_s / 0.02))
+    ends = [i for i in range(n - need) if loud[i] and not loud[i + 1 : i + 1 + need].any()]
+    return (np.array(ends, dtype=np.float64) + 1) * 0.02
+
+
 def load_audio(wavs: list[Path], seconds: float) -> tuple[np.ndarray, str]:
     """16 kHz int16 audio, at least `seconds` long (files repeated), and its source."""
     from asr.audio import read_audio
@@ -126,6 +139,7 @@ class ClientResult:
 
 
 async def client(url: str, audio: np.ndarray, start_delay: float, drain_timeout: float) -> ClientResult:
+    ends = speech_ends(audio)
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
@@ -150,7 +164,9 @@ async def client(url: str, audio: np.ndarray, start_delay: float, drain_timeout:
                         res.partial_latency.append(now - t)
                     elif m["type"] == "final":
                         res.finals += 1
-                        if (t := sent_time(m["end"])) is not None:
+                        inside = ends[(ends >= m["start"]) & (ends <= m["end"] + FRAME_S)]
+                        speech_end = float(inside[-1]) if inside.size else m["end"]
+                        if (t := sent_time(speech_end)) is not None:
                             res.final_latency.append(now - t)
                     elif m["type"] == "error":
                         res.error = m["code"]
