@@ -34,7 +34,7 @@ class Segment:
 
     def to_dict(self, exact: bool = False) -> dict[str, Any]:
         """Rounded for output; exact=True keeps full precision and ids (for transport)."""
-        d: dict[str, Any] = {}
+        d: dict[str, Any]
         if exact:
             d = {
                 "start": self.start, "end": self.end, "text": self.text, "confidence": self.confidence,
