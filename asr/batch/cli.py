@@ -83,7 +83,8 @@ def _progress(total: int, disable: bool):
         from tqdm import tqdm  # noqa: PLC0415
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
-    return tqdm(total=total, unit="file", dynamic_ncols=True, disable=True if disable else None, file=sys.stderr)
+    off = disable or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())  # a bar only on a terminal
+    return tqdm(total=total, unit="file", dynamic_ncols=True, disable=off, file=sys.stderr)
 
 
 def _say(bar: Any, text: str) -> None:
