@@ -110,7 +110,7 @@ def video(path: Path, samples: np.ndarray | None, rate: int = 16000, seconds: fl
             seconds = np.atleast_2d(samples).shape[1] / rate
             streams.append(_add_audio(container, samples, rate, "aac", 16000, "fltp"))
         streams.append(_add_video(container, seconds))
-        for stream, packets in streams:
+        for _, packets in streams:
             for p in packets:
                 container.mux(p)
         for stream, _ in streams:
