@@ -287,6 +287,7 @@ class Trainer:
                 collate_fn=collate,
                 num_workers=cfg.num_workers,
                 persistent_workers=False,
+                worker_init_fn=_ignore_stop_signals,
             )
             bar = _progress(len(batches), self.batch_in_epoch, f"epoch {self.epoch}", cfg.progress)
             self.model.train()
@@ -397,6 +398,14 @@ class Trainer:
         )
         self.log(f"exported {out} (averaged {len(ends)} checkpoints)")
         return out
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Data workers leave SIGTERM/SIGINT to the main process, which saves and stops them."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _progress(total: int, start: int, desc: str, enabled: bool) -> Callable[[str], None]:
