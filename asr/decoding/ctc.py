@@ -19,6 +19,17 @@ __all__ = ["Hypothesis", "GreedyDecoder", "PrefixBeamDecoder", "make_decoder"]
 NEG_INF = float("-inf")
 
 
+def _prepare(logp: torch.Tensor | np.ndarray, blank: int, blank_penalty: float) -> torch.Tensor | None:
+    """float32 (frames, vocab) with the blank penalty applied; None when there are no frames."""
+    lp = torch.as_tensor(logp, dtype=torch.float32)
+    if lp.numel() == 0:
+        return None
+    if blank_penalty:
+        lp = lp.clone()
+        lp[:, blank] -= blank_penalty
+    return lp
+
+
 @dataclass(frozen=True)
 class Hypothesis:
     """tokens: unit ids; frames: the frame where each token peaked; confidences: the
@@ -48,12 +59,9 @@ class GreedyDecoder:
 
     def advance(self, logp: torch.Tensor | np.ndarray) -> None:
         """logp (frames, vocab) for the next frames of the stream."""
-        lp = torch.as_tensor(logp, dtype=torch.float32)
-        if lp.numel() == 0:
+        lp = _prepare(logp, self.blank, self.blank_penalty)
+        if lp is None:
             return
-        if self.blank_penalty:
-            lp = lp.clone()
-            lp[:, self.blank] -= self.blank_penalty
         best, ids = lp.max(dim=-1)
         best_l, ids_l = best.tolist(), ids.tolist()
         for t, (tok, score) in enumerate(zip(ids_l, best_l)):
@@ -115,12 +123,9 @@ class PrefixBeamDecoder:
         self._beams: dict[tuple[int, ...], _Prefix] = {(): _Prefix(pb=0.0)}
 
     def advance(self, logp: torch.Tensor | np.ndarray) -> None:
-        lp = torch.as_tensor(logp, dtype=torch.float32)
-        if lp.numel() == 0:
+        lp = _prepare(logp, self.blank, self.blank_penalty)
+        if lp is None:
             return
-        if self.blank_penalty:
-            lp = lp.clone()
-            lp[:, self.blank] -= self.blank_penalty
         k = min(self.beam_size, lp.size(-1))
         top_v, top_i = lp.topk(k, dim=-1)
         top_v_l, top_i_l = top_v.tolist(), top_i.tolist()
