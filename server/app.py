@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from .batcher import Batcher
+from .integrations import Integrations
 from .errors import HandshakeRefused, IdleTimeout, NotFound, ServerBusy, Unauthorized, to_error
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .protocol import Error, ServerMessage, encode
@@ -97,6 +98,7 @@ class App:
         self._port = 0
         self.shutting_down = False
         self.http_api: Any = None  # server.http_api.HttpApi when settings.http_port >= 0
+        self.integrations = Integrations(self)  # call-center and compatibility protocols
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -127,6 +129,7 @@ class App:
             ping_timeout=20,
             close_timeout=5,
             server_header="tingxie",
+            select_subprotocol=self.integrations.select_subprotocol,
         )
         self._port = self._server.sockets[0].getsockname()[1]
         log.info("listening on %s:%d (model %s)", s.host, self.port, self.model_name)
@@ -135,6 +138,7 @@ class App:
 
             self.http_api = HttpApi(self, s.host, s.http_port, int(s.max_upload_mb * 1_000_000))
             await self.http_api.start()
+        await self.integrations.start()
 
     def _warm_up(self) -> None:
         """One chunk and one full-context pass on silence: the first real session then
@@ -159,6 +163,7 @@ class App:
         self._server.close(close_connections=False)
         for d in list(self._drivers):
             d.shutdown()
+        self.integrations.shutdown()
         try:
             await asyncio.wait_for(self._server.wait_closed(), self.settings.shutdown_timeout_s)
         except TimeoutError:
@@ -167,6 +172,7 @@ class App:
             await self._server.wait_closed()
         if self.http_api is not None:
             await self.http_api.close()
+        await self.integrations.close()
         await self.batcher.close()
         log.info("stopped")
 
@@ -187,6 +193,8 @@ class App:
         try:
             if url.path == STREAM_PATH:
                 self._admit(connection, request, dict(parse_qsl(url.query)))
+                return None
+            if self.integrations.route(connection, request):
                 return None
             if url.path == "/healthz":
                 return self._healthz()
@@ -241,6 +249,8 @@ class App:
     # ------------------------------------------------------------------ websocket
 
     async def _handle(self, connection: ServerConnection) -> None:
+        if await self.integrations.handle(connection):
+            return
         query = dict(parse_qsl(urlsplit(connection.request.path).query)) if connection.request else {}
         session = Session(secrets.token_hex(8), self.session_config, self._new_stream, query, self._new_vad)
         driver = _Driver(self, connection, session)

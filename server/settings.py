@@ -81,6 +81,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", str, "logging level", ("debug", "info", "warning", "error")),
     Option("http_port", int, "TCP port of the OpenAI-compatible HTTP API, POST /v1/audio/transcriptions (-1: off, 0: any free port; needs aiohttp)"),
     Option("max_upload_mb", float, "largest file the HTTP API accepts, in MB"),
+    # Call-center and compatibility protocols (server/integrations.py, docs/integrations.md).
+    Option("twilio_roles", str, "roles of the Twilio tracks, e.g. inbound=customer,outbound=agent"),
+    Option("audiosocket_port", int, "TCP port for Asterisk AudioSocket (-1: off, 0: any free port)"),
+    Option("audiosocket_format", str, "what AudioSocket kind 0x10 carries (Dial(AudioSocket/...c(ulaw)) sends ulaw as 0x10)",
+           ("slin", "ulaw", "alaw")),
+    Option("webhook_url", str, "POST each final, DTMF digit and call end of telephony calls here (needs aiohttp)"),
+    Option("compat", str, "compatible endpoint on a port of its own: wenet=10086, funasr=10095, vosk=2700 (repeat)",
+           multiple=True),
 )
 
 
@@ -115,6 +123,11 @@ class Settings:
     log_level: str = "info"
     http_port: int = -1
     max_upload_mb: float = 25.0
+    twilio_roles: str = "inbound=customer,outbound=agent"
+    audiosocket_port: int = -1
+    audiosocket_format: str = "slin"
+    webhook_url: str = ""
+    compat: tuple[str, ...] = ()
     endpoint: EndpointConfig = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -1,0 +1,236 @@
+"""Call-center ingest (Twilio, FreeSWITCH, AudioSocket), call event subscribers and
+webhooks, and the compatibility endpoints (WeNet, FunASR, Vosk): wiring into `App`.
+
+`App` calls this module through a few hooks: `route` in `process_request`, `handle` at
+the start of the websocket handler, `start` / `shutdown` / `close` in its lifecycle, and
+`select_subprotocol` in the handshake. Each protocol lives in its own module
+(`server.telephony.*`, `server.compat.*`) and drives the ordinary `Session` through
+`server.telephony.runner.SessionRunner`.
+
+Routes on the main port: `/twilio`, `/freeswitch`, `/v1/calls/{call_id}/events`,
+`/wenet`, `/funasr`, `/vosk`. Own ports: `--compat NAME=PORT` (any path), and
+`--audiosocket-port` (TCP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import secrets
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from .errors import ServerBusy
+from .settings import ConfigError
+from .telephony.audiosocket import FORMATS as AUDIOSOCKET_FORMATS
+from .telephony.audiosocket import handle_audiosocket
+from .telephony.calls import Call, parse_roles
+from .telephony.freeswitch import FREESWITCH_PATH, SUBPROTOCOL, handle_freeswitch
+from .telephony.subscribers import Hub, call_id_from_path, serve_subscriber
+from .telephony.twilio import TRACKS, TWILIO_PATH, handle_twilio
+from .telephony.webhooks import Webhook
+
+__all__ = ["Integrations", "COMPAT_NAMES", "parse_compat"]
+
+log = logging.getLogger("tingxie.telephony")
+
+COMPAT_NAMES = ("wenet", "funasr", "vosk")
+# Offered by the clients we serve: FreeSWITCH mod_audio_fork, FunASR's client, Asterisk.
+SUBPROTOCOLS = (SUBPROTOCOL, "binary", "media")
+
+
+def parse_compat(specs: tuple[str, ...]) -> dict[str, int]:
+    """("wenet=10086", "vosk") -> {"wenet": 10086, "vosk": -1} (-1: main-port path only)."""
+    out: dict[str, int] = {}
+    for spec in specs:
+        name, _, port = spec.partition("=")
+        name = name.strip().lower()
+        if name not in COMPAT_NAMES:
+            raise ConfigError(f"--compat {spec!r}: use {', '.join(n + '=PORT' for n in COMPAT_NAMES)}")
+        try:
+            out[name] = int(port) if port.strip() else -1
+        except ValueError:
+            raise ConfigError(f"--compat {spec!r}: the port must be a number") from None
+        if not -1 <= out[name] <= 65535:
+            raise ConfigError(f"--compat {spec!r}: port out of range")
+    return out
+
+
+def _compat_handler(name: str) -> Callable[[Any, ServerConnection], Awaitable[None]]:
+    if name == "wenet":
+        from .compat.wenet import handle_wenet  # noqa: PLC0415
+
+        return handle_wenet
+    if name == "funasr":
+        from .compat.funasr import handle_funasr  # noqa: PLC0415
+
+        return handle_funasr
+    from .compat.vosk import handle_vosk  # noqa: PLC0415
+
+    return handle_vosk
+
+
+class Integrations:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        s = app.settings
+        try:
+            self.twilio_roles = parse_roles(getattr(s, "twilio_roles", ""), TRACKS)
+        except ValueError as e:
+            raise ConfigError(f"--twilio-roles: {e}") from None
+        self.compat = parse_compat(tuple(getattr(s, "compat", ())))
+        self.audiosocket_port: int = getattr(s, "audiosocket_port", -1)
+        self.audiosocket_format: str = getattr(s, "audiosocket_format", "slin")
+        if self.audiosocket_format not in AUDIOSOCKET_FORMATS:
+            raise ConfigError(f"--audiosocket-format must be one of {', '.join(AUDIOSOCKET_FORMATS)}")
+        self.hub = Hub()
+        url = getattr(s, "webhook_url", "")
+        self.webhook = Webhook(url) if url else None
+        if self.webhook is not None:
+            self.hub.sinks.append(self.webhook)
+        self.ports: dict[str, int] = {}  # bound ports: compat names and "audiosocket"
+        self._servers: list[Server] = []
+        self._tcp: asyncio.base_events.Server | None = None
+        self._connections: set[Any] = set()  # websockets and TCP writers being served
+        self._tasks: set[asyncio.Task] = set()
+        self.shutting_down = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        s = self.app.settings
+        if self.webhook is not None:
+            await self.webhook.start()
+        for name, port in self.compat.items():
+            if port < 0:
+                continue
+            server = await serve(functools.partial(self._serve_compat, name), s.host, port, compression=None,
+                                 max_size=2 * s.max_frame_bytes, select_subprotocol=self.select_subprotocol,
+                                 ping_interval=20, ping_timeout=20, close_timeout=5, server_header="tingxie")
+            self._servers.append(server)
+            self.ports[name] = server.sockets[0].getsockname()[1]
+            log.info("%s-compatible endpoint on %s:%d", name, s.host, self.ports[name])
+        if self.audiosocket_port >= 0:
+            self._tcp = await asyncio.start_server(self._serve_audiosocket, s.host, self.audiosocket_port)
+            self.ports["audiosocket"] = self._tcp.sockets[0].getsockname()[1]
+            log.info("AudioSocket on %s:%d (0x10 carries %s)", s.host, self.ports["audiosocket"], self.audiosocket_format)
+
+    def shutdown(self) -> None:
+        """Stop accepting; end every call (their finals still reach subscribers)."""
+        self.shutting_down = True
+        for server in self._servers:
+            server.close(close_connections=False)
+        if self._tcp is not None:
+            self._tcp.close()
+        for conn in list(self._connections):
+            if isinstance(conn, asyncio.StreamWriter):
+                conn.transport.abort()  # as if Asterisk hung up: the call's finals still go out
+            else:
+                task = asyncio.ensure_future(conn.close(1001, "server shutting down"))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if not self.shutting_down:
+            self.shutdown()
+        timeout = self.app.settings.shutdown_timeout_s
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), timeout)
+            except TimeoutError:
+                server.close(close_connections=True)
+        if self._tcp is not None:
+            try:
+                await asyncio.wait_for(self._tcp.wait_closed(), timeout)
+            except TimeoutError:
+                pass
+        if self.webhook is not None:
+            await self.webhook.close()
+
+    # ------------------------------------------------------------------ main-port hooks
+
+    def route(self, connection: ServerConnection, request: Any) -> bool:
+        """process_request hook: True when the path is one of ours (admitted: None is
+        returned to the handshake); False otherwise. Raises HandshakeRefused."""
+        url = urlsplit(request.path)
+        path = url.path
+        if path == TWILIO_PATH:
+            self._admit_without_key(connection)  # Twilio sends no headers: key in customParameters
+            return True
+        if path == FREESWITCH_PATH or path.lstrip("/") in COMPAT_NAMES or call_id_from_path(path):
+            self.app._admit(connection, request, dict(parse_qsl(url.query)))
+            return True
+        return False
+
+    def _admit_without_key(self, connection: ServerConnection) -> None:
+        app = self.app
+        if app.shutting_down:
+            raise ServerBusy("the server is shutting down")
+        if len(app._slots) >= app.settings.max_sessions:
+            raise ServerBusy(f"the server is busy: {app.settings.max_sessions} sessions are open")
+        app._slots.add(connection)
+        asyncio.get_running_loop().create_task(app._release_on_close(connection))
+
+    async def handle(self, connection: ServerConnection) -> bool:
+        """Websocket handler hook: serve our paths; False for the others."""
+        url = urlsplit(connection.request.path if connection.request else "/")
+        path = url.path
+        if path == TWILIO_PATH:
+            coro = handle_twilio(self, connection)
+        elif path == FREESWITCH_PATH:
+            coro = handle_freeswitch(self, connection, dict(parse_qsl(url.query)))
+        elif path.lstrip("/") in COMPAT_NAMES:
+            coro = _compat_handler(path.lstrip("/"))(self, connection)
+        elif (cid := call_id_from_path(path)) is not None:
+            await serve_subscriber(self.hub, connection, cid)
+            return True
+        else:
+            return False
+        await self._tracked(connection, coro)
+        return True
+
+    @staticmethod
+    def select_subprotocol(connection: ServerConnection, offered: Any) -> str | None:
+        for p in SUBPROTOCOLS:
+            if p in offered:
+                return p
+        return None
+
+    # ------------------------------------------------------------------ shared helpers
+
+    def new_id(self) -> str:
+        return secrets.token_hex(8)
+
+    async def finish_call(self, call: Call, runners: list[Any], reason: str) -> None:
+        """End every stream of the call, wait for their last finals, then `call_end`."""
+        for r in runners:
+            r.end()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(r.wait() for r in runners)), self.app.settings.shutdown_timeout_s)
+        except TimeoutError:
+            log.warning("call %s: finals not ready in time", call.id)
+            for r in runners:
+                r.abort()
+        call.end(reason, max((r.audio_seconds for r in runners), default=0.0))
+
+    async def _tracked(self, conn: Any, coro: Awaitable[None]) -> None:
+        self._connections.add(conn)
+        try:
+            await coro
+        except Exception:  # noqa: BLE001 (a handler bug must not reach the server loop)
+            log.exception("integration handler failed")
+        finally:
+            self._connections.discard(conn)
+
+    async def _serve_compat(self, name: str, connection: ServerConnection) -> None:
+        await self._tracked(connection, _compat_handler(name)(self, connection))
+
+    async def _serve_audiosocket(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.shutting_down:
+            writer.close()
+            return
+        await self._tracked(writer, handle_audiosocket(self, reader, writer, self.audiosocket_format))
+
