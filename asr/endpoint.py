@@ -59,11 +59,13 @@ def detect_endpoint(
     decoded since the utterance started; has_speech: whether anything was recognised in
     this utterance (a non-empty partial result).
     """
-    trailing_ms = trailing_silence_s * 1000.0
+    # Rounded to microseconds: times are sums of frame durations (0.04 * 20 != 0.8).
+    trailing_ms = round(trailing_silence_s * 1000.0, 3)
+    utterance_ms = round(utterance_s * 1000.0, 3)
     if not has_speech and trailing_ms >= cfg.silence_without_speech_ms:
         return Endpoint(NO_SPEECH, final=False)
     if has_speech and trailing_ms >= cfg.trailing_silence_ms:
         return Endpoint(TRAILING_SILENCE, final=True)
-    if utterance_s * 1000.0 >= cfg.max_utterance_ms:
+    if utterance_ms >= cfg.max_utterance_ms:
         return Endpoint(MAX_LENGTH, final=has_speech)
     return None

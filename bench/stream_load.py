@@ -12,8 +12,8 @@ frames on a real-time schedule, and reports per run:
 - final latency p50/p95: from the moment the client sent the end of the speech (the last
   loud 20 ms frame before a pause of 300 ms or more, found by frame energy in the audio
   sent) to the arrival of the final that covers it. This includes the endpoint's wait for
-  trailing silence (800 ms by default). Finals cut inside speech (the 20 s limit) are
-  timed from their `end` instead;
+  trailing silence (800 ms by default). Finals without the end of a sentence (cut by the
+  20 s limit, or a random model's text in a pause) are not timed;
 - the mean batch size, and the same run with batching off (`--max-batch 1`).
 
     python bench/stream_load.py --model DIR [--streams 10 25 50] [--seconds 30] [--wav a.wav ...]
@@ -165,8 +165,7 @@ async def client(url: str, audio: np.ndarray, start_delay: float, drain_timeout:
                     elif m["type"] == "final":
                         res.finals += 1
                         inside = ends[(ends >= m["start"]) & (ends <= m["end"] + FRAME_S)]
-                        speech_end = float(inside[-1]) if inside.size else m["end"]
-                        if (t := sent_time(speech_end)) is not None:
+                        if inside.size and (t := sent_time(float(inside[-1]))) is not None:
                             res.final_latency.append(now - t)
                     elif m["type"] == "error":
                         res.error = m["code"]

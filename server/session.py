@@ -337,10 +337,15 @@ class Session:
         if res.text and res.text != ch.text:
             self._messages.append(Partial(c, ch.utterance, res.text, res.start, st.decoded_s))
         ch.text = res.text
-        # A detector runs ahead of the decoder (it sees all audio handed over): ask it
-        # about the silence up to the decoded frontier, so that frame sizes do not matter.
-        trailing = ch.vad.trailing_silence_at(st.decoded_s) if ch.vad is not None else st.trailing_blank_s
-        ep = detect_endpoint(self.config.endpoint, trailing, st.decoded_s - st.utterance_start, bool(res.text))
+        utterance_s = st.decoded_s - st.utterance_start
+        if ch.vad is not None:
+            # A detector runs ahead of the decoder (it sees all audio handed over): ask it
+            # about the silence up to the decoded frontier, so that frame sizes do not
+            # matter, and only within this utterance (as the blank count restarts with it).
+            trailing = min(ch.vad.trailing_silence_at(st.decoded_s), utterance_s)
+        else:
+            trailing = st.trailing_blank_s
+        ep = detect_endpoint(self.config.endpoint, trailing, utterance_s, bool(res.text))
         if ep is not None:
             self._end_utterance(c, ch, emit=ep.final, at_end=False)
 

@@ -499,3 +499,21 @@ def test_a_voice_activity_detector_can_drive_the_endpoints():
             results.setdefault(vad, []).append([m.text for m in of(run_all(s, Batcher(rec), frames), Final)])
     assert results[None] == [["333555"]] * 2  # one utterance: no endpoint without silence
     assert results[EnergyVad] == [["333", "555"]] * 2
+
+
+def test_detector_silence_counts_only_within_the_utterance():
+    """After an endpoint the silence goes on; a model that emits text in silence must not
+    then get an endpoint after every chunk (the blank count restarts with the utterance,
+    and so does the detector's silence)."""
+    from asr.vad import EnergyVad
+
+    class Hallucinating(FakeStream):
+        def step(self):
+            super().step()
+            if not self.silent == 0:
+                self.tokens.append(("0", self.decoded / self.rate - 0.1))
+
+    audio = s16(levels((0.3, 0.3), (2.0, 0.0)))
+    s = Session("sid", SessionConfig("fake", EndpointConfig(), "stream"), Hallucinating, None, EnergyVad)
+    finals = of(run_all(s, Batcher(FakeRecognizer()), split(audio, 3, 2000)), Final)
+    assert [f.text for f in finals] == ["333" + "0" * 8, "0" * 8, "0" * 4]
