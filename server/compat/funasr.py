@@ -1,0 +1,190 @@
+"""FunASR runtime websocket protocol (`runtime/docs/websocket_protocol.md`): at `/funasr`
+and on `--compat funasr=PORT` (plain ws: pass `--ssl 0` to FunASR's client).
+
+First message: `mode` (online / offline / 2pass), `chunk_size` (list or "5,10,5"),
+`wav_name`, `wav_format` (pcm), `audio_fs` (8000..48000, default 16000), `is_speaking`,
+`hotwords` (a JSON string, accepted and not used yet), `itn` (accepted). Then binary
+int16 PCM; `{"is_speaking": false}` ends the segment; with `"is_end": true` the server
+answers `{"mode","wav_name","is_end":true,"is_final":true}` after the last result and
+closes. Audio before the first message is dropped, as the Python server does.
+
+Results: online text as DELTAS (`online` / `2pass-online`, the client concatenates them);
+at each endpoint a `2pass-offline` message with the sentence's final text and
+timestamps, which replaces its online text; offline mode: one `offline` message with
+all the text when the segment ends. Errors: `{"is_end":true,"is_final":false,"error"}`,
+then close 1008.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed
+
+from ..protocol import SAMPLE_RATES, Error, Final, Partial, ServerMessage
+from ..telephony.runner import SessionRunner
+from .common import Outbox, dumps
+
+__all__ = ["FunasrConfig", "FunasrError", "parse_config", "handle_funasr"]
+
+log = logging.getLogger("tingxie.compat")
+
+MODES = ("online", "offline", "2pass")
+
+
+class FunasrError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class FunasrConfig:
+    mode: str = "2pass"
+    wav_name: str = "demo"
+    audio_fs: int = 16000
+    chunk_size: tuple[int, ...] = (5, 10, 5)
+    hotwords: dict[str, Any] | None = None
+    itn: bool = True
+
+
+def _chunk_size(value: Any) -> tuple[int, ...]:
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        out = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise FunasrError(f"bad chunk_size {str(value)[:40]!r}") from None
+    if len(out) != 3 or any(p < 0 for p in out):
+        raise FunasrError("chunk_size has three non-negative numbers, e.g. [5, 10, 5]")
+    return out
+
+
+def parse_config(obj: dict[str, Any], base: FunasrConfig | None = None) -> FunasrConfig:
+    b = base or FunasrConfig()
+    mode = obj.get("mode", b.mode)
+    if mode not in MODES:
+        raise FunasrError(f"mode must be online, offline or 2pass, not {str(mode)[:20]!r}")
+    fs = obj.get("audio_fs", b.audio_fs)
+    if isinstance(fs, str) and fs.isdigit():
+        fs = int(fs)
+    if not isinstance(fs, int) or isinstance(fs, bool) or not SAMPLE_RATES[0] <= fs <= SAMPLE_RATES[1]:
+        raise FunasrError(f"audio_fs must be {SAMPLE_RATES[0]} to {SAMPLE_RATES[1]}")
+    fmt = str(obj.get("wav_format", "pcm")).lower()
+    if fmt not in ("pcm", "wav"):
+        raise FunasrError("ERROR. Real-time transcription service ONLY SUPPORT PCM stream.")
+    hot = obj.get("hotwords", None)
+    if isinstance(hot, str) and hot.strip():
+        try:
+            hot = json.loads(hot)
+        except ValueError:
+            hot = {w: 0 for w in hot.split()}  # older clients: space-separated words
+    return FunasrConfig(mode, str(obj.get("wav_name", b.wav_name))[:200], fs,
+                        _chunk_size(obj["chunk_size"]) if "chunk_size" in obj else b.chunk_size,
+                        hot if isinstance(hot, dict) else b.hotwords, bool(obj.get("itn", b.itn)))
+
+
+def _delta(sent: str, text: str) -> str:
+    i = 0
+    while i < min(len(sent), len(text)) and sent[i] == text[i]:
+        i += 1
+    return text[i:]
+
+
+class _Segment:
+    """One is_speaking segment: a session plus what has been sent of it."""
+
+    def __init__(self, integ: Any, cfg: FunasrConfig, out: Outbox) -> None:
+        self.cfg, self.out = cfg, out
+        self.sent: dict[int, str] = {}
+        self.offline: list[Final] = []
+        self.runner = SessionRunner(integ.app, integ.new_id(), {"sample_rate": cfg.audio_fs}, self.on_message)
+
+    def _msg(self, mode: str, text: str, **kw: Any) -> None:
+        self.out.send(dumps({"mode": mode, "wav_name": self.cfg.wav_name, "text": text, "is_final": False, **kw}))
+
+    def on_message(self, msg: ServerMessage) -> None:
+        mode = self.cfg.mode
+        if isinstance(msg, Partial) and mode != "offline":
+            d = _delta(self.sent.get(msg.channel, ""), msg.text)
+            if d:
+                self._msg("online" if mode == "online" else "2pass-online", d)
+            self.sent[msg.channel] = msg.text
+        elif isinstance(msg, Final):
+            sent = self.sent.pop(msg.channel, "")
+            if mode == "offline":
+                self.offline.append(msg)
+            elif mode == "online":
+                if d := _delta(sent, msg.text):
+                    self._msg("online", d)
+            else:
+                self._msg("2pass-offline", msg.text, **_times([msg]))
+        elif isinstance(msg, Error):
+            self.out.send(dumps({"mode": mode, "wav_name": self.cfg.wav_name, "is_end": True, "is_final": False,
+                                 "error": msg.message}))
+
+    def flush_offline(self) -> None:
+        if self.cfg.mode == "offline":
+            self._msg("offline", "".join(f.text for f in self.offline), **_times(self.offline))
+
+
+def _times(finals: list[Final]) -> dict[str, Any]:
+    stamps = [[int(round(t.start * 1000)), int(round(t.end * 1000))] for f in finals for t in f.tokens]
+    if not finals:
+        return {"timestamp": "[]"}
+    return {"start_time": int(round(finals[0].start * 1000)), "end_time": int(round(finals[-1].end * 1000)),
+            "timestamp": json.dumps(stamps)}
+
+
+async def handle_funasr(integ: Any, ws: Any) -> None:
+    out = Outbox(ws)
+    cfg: FunasrConfig | None = None
+    seg: _Segment | None = None
+
+    async def fail(message: str) -> None:
+        out.send(dumps({"mode": cfg.mode if cfg else "", "wav_name": cfg.wav_name if cfg else "", "is_end": True,
+                        "is_final": False, "error": message}))
+        await out.close(1008, "bad request")
+
+    try:
+        async for frame in ws:
+            if isinstance(frame, bytes):
+                if cfg is None:
+                    continue  # the reference server drops audio until it is configured
+                if seg is None:
+                    seg = _Segment(integ, cfg, out)
+                seg.runner.feed(frame)
+                if seg.runner.failed:
+                    return await out.close(1008, "bad audio")
+                await seg.runner.wait_capacity()
+                continue
+            try:
+                obj = json.loads(frame)
+                if not isinstance(obj, dict):
+                    raise ValueError
+            except (ValueError, RecursionError):
+                return await fail("messages are JSON objects")
+            if seg is None and set(obj) - {"is_speaking", "is_end"}:
+                try:
+                    cfg = parse_config(obj, cfg)
+                except FunasrError as e:
+                    return await fail(str(e))
+            speaking = obj.get("is_speaking", True)
+            if speaking is False or obj.get("is_end") is True:
+                if seg is not None:
+                    seg.runner.end()
+                    await seg.runner.wait(integ.app.settings.shutdown_timeout_s + 60)
+                    if seg.runner.failed:
+                        return await out.close(1011)
+                    seg.flush_offline()
+                    seg = None
+                if obj.get("is_end") is True:
+                    out.send(dumps({"mode": cfg.mode if cfg else "", "wav_name": cfg.wav_name if cfg else "",
+                                    "is_end": True, "is_final": True}))
+                    return await out.close(1000)
+    except ConnectionClosed:
+        pass
+    finally:
+        if seg is not None and not seg.runner.done:
+            seg.runner.abort()
+        await out.stop()
