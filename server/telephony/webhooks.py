@@ -39,6 +39,7 @@ class Webhook:
             return
         if self._queue.full():
             self._queue.get_nowait()
+            self._queue.task_done()
             self.failed += 1
             log.warning("webhook queue full: oldest event dropped")
         self._queue.put_nowait(event)
@@ -55,8 +56,7 @@ class Webhook:
             return
         try:
             async with asyncio.timeout(drain_s):
-                while not self._queue.empty():
-                    await asyncio.sleep(0.02)
+                await self._queue.join()  # queued and in-flight posts
         except TimeoutError:
             log.warning("webhook: %d events undelivered at shutdown", self._queue.qsize())
         self._task.cancel()
@@ -67,10 +67,13 @@ class Webhook:
     async def _run(self) -> None:
         while True:
             event = await self._queue.get()
-            if await self._post(event):
-                self.delivered += 1
-            else:
-                self.failed += 1
+            try:
+                if await self._post(event):
+                    self.delivered += 1
+                else:
+                    self.failed += 1
+            finally:
+                self._queue.task_done()
 
     async def _post(self, event: dict[str, Any]) -> bool:
         import aiohttp  # noqa: PLC0415
