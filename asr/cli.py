@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-ms", type=int, default=640)
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="compute precision (bf16 on CPUs with native bf16 is ~2x faster)")
     _decoding_args(p)
     p.set_defaults(func=cmd_eval)
 
