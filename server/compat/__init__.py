@@ -1,0 +1,1 @@
+"""Compatibility endpoints for existing ASR clients: WeNet, FunASR, Vosk."""

@@ -1,0 +1,1 @@
+"""Call-center audio ingest: Twilio Media Streams, FreeSWITCH, Asterisk AudioSocket; call event subscribers and webhooks."""
