@@ -66,10 +66,11 @@ def _normalizer():
 
 
 def duration_batches(
-    utts: Sequence[Utterance], max_seconds: float, seed: int, max_utts: int = 256
+    utts: Sequence[Utterance], max_seconds: float, seed: int, max_utts: int = 256, shuffle: bool = True
 ) -> list[list[int]]:
     """Batches of similar-length utterances, each holding at most `max_seconds` of padded
-    audio; batch order shuffled by `seed` (one seed per epoch)."""
+    audio; batch order shuffled by `seed` (one seed per epoch), or shortest first when
+    `shuffle` is off (SortaGrad: short utterances first help CTC leave its all-blank start)."""
     rng = random.Random(seed)
     order = sorted(range(len(utts)), key=lambda i: (utts[i].duration, rng.random()))
     batches, cur, longest = [], [], 0.0
@@ -82,7 +83,8 @@ def duration_batches(
         longest = max(longest, d)
     if cur:
         batches.append(cur)
-    rng.shuffle(batches)
+    if shuffle:
+        rng.shuffle(batches)
     return batches
 
 

@@ -54,6 +54,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     grad_clip: float = 5.0
     dynamic_chunk: bool = True
+    sortagrad_epochs: int = 0  # epochs whose batches go shortest first instead of shuffled
     full_context_prob: float = 0.5
     max_chunk: int = 25
     limited_left_prob: float = 0.25
@@ -278,7 +279,8 @@ class Trainer:
         last_save = started
         rng = random.Random(cfg.seed * 1000 + self.step)
         while self.epoch < cfg.epochs:
-            batches = duration_batches(self.train_utts, cfg.batch_seconds, cfg.seed * 7919 + self.epoch)
+            batches = duration_batches(self.train_utts, cfg.batch_seconds, cfg.seed * 7919 + self.epoch,
+                                       shuffle=self.epoch >= cfg.sortagrad_epochs)
             self.train_set.epoch = self.epoch
             todo = batches[self.batch_in_epoch :]
             loader = torch.utils.data.DataLoader(
