@@ -521,16 +521,32 @@ def test_load_cmvn_file_rejects_garbage(tmp_path):
 
 
 @needs_fixture
-def test_imported_model_serves_like_transcribe(imported, audio):
+async def test_imported_model_serves_like_transcribe(imported, audio):
     """The imported model behind the server on 127.0.0.1: the finals streamed over the
-    native protocol equal `tingxie transcribe` on the same input.
+    native protocol (100 ms frames) equal `tingxie transcribe` on the same input."""
+    import json
 
-    To wire once server/app.py exists: start it on a free port with
-    `--model <imported>` (as tests/test_server.py does), stream input.wav, collect the
-    finals and compare their joined text with `expected` below.
-    """
-    if importlib.util.find_spec("server.app") is None:
-        pytest.skip("server not available yet")
-    expected = Recognizer.from_dir(imported, "cpu").transcribe(audio, 16000).text
+    from websockets.asyncio.client import connect
+
+    from server.app import App
+    from server.settings import Settings
+
+    plain = Recognizer.from_dir(imported, "cpu")
+    expected = plain.transcribe(audio, 16000).text
     assert expected
-    pytest.skip("server.app exists, but this test is not wired to its native protocol yet")
+    pcm = audio.astype("<i2").tobytes() if audio.dtype == np.int16 else np.round(np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    settings = Settings(model=str(imported), host="127.0.0.1", port=0, threads=1, shutdown_timeout_s=5.0,
+                        endpoint_silence_ms=60_000, no_speech_ms=60_000, max_utterance_ms=60_000)
+    app = App(settings, plain)
+    await app.start()
+    try:
+        async with connect(f"ws://127.0.0.1:{app.port}/v1/stream") as ws:
+            for i in range(0, len(pcm), 3200):
+                await ws.send(pcm[i : i + 3200])
+            await ws.send('{"type": "end"}')
+            msgs = [json.loads(m) async for m in ws]
+    finally:
+        await app.shutdown()
+    finals = [m for m in msgs if m["type"] == "final"]
+    assert msgs[0]["type"] == "ready" and msgs[-1]["type"] == "done"
+    assert "".join(f["text"] for f in finals) == expected
