@@ -3,7 +3,6 @@ key whitelisting, CMVN sources, sos/eos placement, other architectures, rescorin
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
