@@ -97,6 +97,7 @@ class Batcher:
         self.chunk_seconds = chunk_seconds
         self.on_batch = on_batch
         self._threads = threads
+        self._threads_before = 0
         self._queue: collections.deque[_Item] = collections.deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -118,7 +119,8 @@ class Batcher:
         if self._threads > 0:
             import torch  # noqa: PLC0415 (only the worker thread needs it)
 
-            torch.set_num_threads(self._threads)
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(self._threads)  # process-wide: restored by close()
 
     async def close(self) -> None:
         """Fail what is still queued and stop the worker (after its current batch)."""
@@ -137,6 +139,11 @@ class Batcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        if self._threads_before:
+            import torch  # noqa: PLC0415
+
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = 0
 
     async def run_in_worker(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the model's thread (e.g. a warm-up), outside any batch."""
