@@ -35,7 +35,12 @@ ONE_UTTERANCE = dict(endpoint_silence_ms=60_000, no_speech_ms=60_000, max_uttera
 
 @pytest.fixture(scope="module")
 def rec(random_model_dir):
-    return Recognizer.from_dir(random_model_dir, device="cpu")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small models and batches: a second thread only adds overhead here
+    yield Recognizer.from_dir(random_model_dir, device="cpu")
+    torch.set_num_threads(threads)
 
 
 @contextlib.asynccontextmanager
