@@ -206,9 +206,13 @@ class App:
                 return self._static(url.path[len("/static/") :])
             raise NotFound(f"no route for {url.path}")
         except HandshakeRefused as e:
-            self.metrics.rejected.labels(status=str(e.status.value)).inc()
-            extra = [("WWW-Authenticate", 'Bearer realm="tingxie"')] if isinstance(e, Unauthorized) else []
-            return _response(e.status, (e.message + "\n").encode(), "text/plain; charset=utf-8", extra)
+            return self.refusal(e)
+
+    def refusal(self, e: HandshakeRefused) -> Response:
+        """The HTTP answer to a refused handshake (401, 503, 404), counted in the metrics."""
+        self.metrics.rejected.labels(status=str(e.status.value)).inc()
+        extra = [("WWW-Authenticate", 'Bearer realm="tingxie"')] if isinstance(e, Unauthorized) else []
+        return _response(e.status, (e.message + "\n").encode(), "text/plain; charset=utf-8", extra)
 
     def _admit(self, connection: ServerConnection, request: Request, query: dict[str, str]) -> None:
         keys = self.settings.api_key

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from .errors import ServerBusy
+from .errors import HandshakeRefused, ServerBusy
 from .settings import ConfigError
 from .telephony.audiosocket import FORMATS as AUDIOSOCKET_FORMATS
 from .telephony.audiosocket import handle_audiosocket
@@ -108,6 +108,7 @@ class Integrations:
             if port < 0:
                 continue
             server = await serve(functools.partial(self._serve_compat, name), s.host, port, compression=None,
+                                 process_request=self._admit_compat,
                                  max_size=2 * s.max_frame_bytes, select_subprotocol=self.select_subprotocol,
                                  ping_interval=20, ping_timeout=20, close_timeout=5, server_header="tingxie")
             self._servers.append(server)
@@ -164,6 +165,15 @@ class Integrations:
             self.app._admit(connection, request, dict(parse_qsl(url.query)))
             return True
         return False
+
+    def _admit_compat(self, connection: ServerConnection, request: Any) -> Any:
+        """Handshake on a compat port: the same API-key and session-limit checks as the
+        main port (existing clients put the key in `?api_key=` or a Bearer header)."""
+        try:
+            self.app._admit(connection, request, dict(parse_qsl(urlsplit(request.path).query)))
+        except HandshakeRefused as e:
+            return self.app.refusal(e)
+        return None
 
     def _admit_without_key(self, connection: ServerConnection) -> None:
         app = self.app

@@ -78,3 +78,17 @@ async def test_malformed_text_closes_1011(rec, bad):
         async with connect(ws_url(app, "/vosk")) as ws:  # still serving
             await ws.send(b"\x00\x00" * 1600)
             assert "partial" in json.loads(await ws.recv())
+
+
+async def test_compat_port_checks_the_api_key(rec):
+    from websockets.exceptions import InvalidStatus
+
+    async with running(rec, compat=("vosk=0",), api_key=("sekret",)) as app:
+        port = app.integrations.ports["vosk"]
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"ws://127.0.0.1:{port}"):
+                pass
+        assert refused.value.response.status_code == 401
+        async with connect(f"ws://127.0.0.1:{port}/?api_key=sekret") as ws:
+            await ws.send('{"eof" : 1}')
+            assert "text" in json.loads(await asyncio.wait_for(ws.recv(), 10))
