@@ -284,4 +284,7 @@ def test_long_form_cer_matches_per_utterance_decoding():
         pieces = [rec.transcribe(audio[0][round(r["start"] * rate) : round(r["end"] * rate)], rate).text for r in refs]
         per_utt.add(u.text, "".join(pieces))
         batch.add(u.text, outcomes[str(u.audio)].transcript.text)
+    if per_utt.cer > 0.9:
+        # An untrained model scores ~100% both ways, which would prove nothing.
+        pytest.skip(f"models/default does not recognise speech yet (per-utterance CER {per_utt.cer:.0%})")
     assert abs(batch.cer - per_utt.cer) <= 0.01, (batch.cer, per_utt.cer)
