@@ -10,7 +10,6 @@ deterministic garbage, which is all equality needs).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import urllib.error
@@ -27,10 +26,11 @@ from asr.recognizer import Recognizer
 from server.app import App
 from server.settings import Settings
 
+# `running`: a server on 127.0.0.1 with long endpoint times (one utterance per test
+# stream, so its final equals transcribe()) and one model thread.
+from .callhelpers import ONE_UTTERANCE, running
 from .conftest import speech_like
 
-# Long endpoint times: one utterance per test stream, so its final equals transcribe().
-ONE_UTTERANCE = dict(endpoint_silence_ms=60_000, no_speech_ms=60_000, max_utterance_ms=60_000)
 
 
 @pytest.fixture(scope="module")
@@ -41,19 +41,6 @@ def rec(random_model_dir):
     torch.set_num_threads(1)  # small models and batches: a second thread only adds overhead here
     yield Recognizer.from_dir(random_model_dir, device="cpu")
     torch.set_num_threads(threads)
-
-
-@contextlib.asynccontextmanager
-async def running(rec, **overrides):
-    # One model thread: other processes share this machine's cores in CI and here.
-    kw = dict(model=".", host="127.0.0.1", port=0, threads=1, shutdown_timeout_s=5.0, **ONE_UTTERANCE)
-    kw.update(overrides)
-    app = App(Settings(**kw), rec)
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.shutdown()
 
 
 def url(app, query: str = "") -> str:
