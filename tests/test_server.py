@@ -17,7 +17,6 @@ import urllib.request
 
 import numpy as np
 import pytest
-import websockets
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
