@@ -221,6 +221,11 @@ class App:
             given = auth[7:].strip() if auth[:7].lower() == "bearer " else query.get("api_key", "")
             if not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
                 raise Unauthorized("a valid API key is required (Authorization: Bearer KEY, or ?api_key=KEY)")
+        self.take_slot(connection)
+
+    def take_slot(self, connection: ServerConnection) -> None:
+        """Hold a session slot for `connection` until it closes; ServerBusy when shutting
+        down or at `max_sessions`."""
         if self.shutting_down:
             raise ServerBusy("the server is shutting down")
         if len(self._slots) >= self.settings.max_sessions:

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from .errors import HandshakeRefused, ServerBusy
+from .errors import HandshakeRefused
 from .settings import ConfigError
 from .telephony.audiosocket import FORMATS as AUDIOSOCKET_FORMATS
 from .telephony.audiosocket import handle_audiosocket
@@ -159,7 +159,7 @@ class Integrations:
         url = urlsplit(request.path)
         path = url.path
         if path == TWILIO_PATH:
-            self._admit_without_key(connection)  # Twilio sends no headers: key in customParameters
+            self.app.take_slot(connection)  # Twilio sends no headers: key in customParameters
             return True
         if path == FREESWITCH_PATH or path.lstrip("/") in COMPAT_NAMES or call_id_from_path(path):
             self.app._admit(connection, request, dict(parse_qsl(url.query)))
@@ -174,15 +174,6 @@ class Integrations:
         except HandshakeRefused as e:
             return self.app.refusal(e)
         return None
-
-    def _admit_without_key(self, connection: ServerConnection) -> None:
-        app = self.app
-        if app.shutting_down:
-            raise ServerBusy("the server is shutting down")
-        if len(app._slots) >= app.settings.max_sessions:
-            raise ServerBusy(f"the server is busy: {app.settings.max_sessions} sessions are open")
-        app._slots.add(connection)
-        asyncio.get_running_loop().create_task(app._release_on_close(connection))
 
     async def handle(self, connection: ServerConnection) -> bool:
         """Websocket handler hook: serve our paths; False for the others."""
