@@ -21,7 +21,7 @@ import torch
 
 from .features import StreamingResampler, to_float32
 
-__all__ = ["SileroVad", "EnergyVad", "silero_available"]
+__all__ = ["SileroVad", "EnergyVad", "silero_available", "load_silero_model"]
 
 WINDOW = 512  # samples at 16 kHz per silero call (32 ms)
 RATE = 16000
@@ -31,7 +31,8 @@ def silero_available() -> bool:
     return importlib.util.find_spec("silero_vad") is not None
 
 
-def _load_model():
+def load_silero_model():
+    """The model the silero-vad wheel ships (offline), keeping torch's thread count."""
     threads = torch.get_num_threads()
     try:
         from silero_vad import load_silero_vad  # noqa: PLC0415 (optional dependency)
@@ -108,7 +109,7 @@ class SileroVad:
     def accept(self, audio: np.ndarray | torch.Tensor) -> None:
         """Feed mono samples at the stream's rate (float in [-1, 1] or int16)."""
         if self._model is None:
-            self._model = _load_model()
+            self._model = load_silero_model()
         samples = self._resampler.accept(to_float32(audio)).numpy()
         self._buf = np.concatenate([self._buf, samples]) if self._buf.size else samples
         n = self._buf.size // WINDOW

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from asr.audio import read_audio
-from asr.batch.vad import RATE, WINDOW, Region, VadOptions, segment, silero_installed, speech_probs, speech_regions
+from asr.batch.vad import RATE, WINDOW, Region, VadOptions, segment, silero_available, speech_probs, speech_regions
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 LONG = SHARED / "data" / "real_zh" / "eval" / "manifest_longform.jsonl"
@@ -90,7 +90,7 @@ def _long_form():
 
 @pytest.mark.parametrize("method", ["silero", "energy"])
 def test_long_form_segments_match_the_reference_times(method):
-    if method == "silero" and not silero_installed():
+    if method == "silero" and not silero_available():
         pytest.skip("silero-vad is not installed (pip install silero-vad)")
     for wav, refs in _long_form():
         audio, rate = read_audio(wav)
@@ -101,7 +101,7 @@ def test_long_form_segments_match_the_reference_times(method):
             assert abs(r.start_s - ref["start"]) <= 0.5 and abs(r.end_s - ref["end"]) <= 0.5, (wav.name, r, ref)
 
 
-@pytest.mark.skipif(not silero_installed(), reason="silero-vad is not installed (pip install silero-vad)")
+@pytest.mark.skipif(not silero_available(), reason="silero-vad is not installed (pip install silero-vad)")
 def test_silero_pieces_run_in_a_batch_like_one_sequence():
     x = _bursts([(0.5, 3.0), (4.0, 9.0), (10.0, 11.0)], 12.0, seed=3)
     whole = speech_probs([x], "silero", VadOptions(piece_s=60.0))[0]

@@ -14,27 +14,22 @@ has settled by the piece's first window.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import threading
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..vad import load_silero_model, silero_available
 
-__all__ = ["VadOptions", "Region", "speech_probs", "speech_regions", "segment", "silero_installed", "VAD_METHODS"]
+__all__ = ["VadOptions", "Region", "speech_probs", "speech_regions", "segment", "silero_available", "VAD_METHODS"]
 
 RATE = 16000
 WINDOW = 512  # samples per silero step at 16 kHz (32 ms)
 WINDOW_S = WINDOW / RATE
 VAD_METHODS = ("auto", "silero", "energy", "off")
-
-
-def silero_installed() -> bool:
-    return importlib.util.find_spec("silero_vad") is not None
 
 
 @dataclass(frozen=True)
@@ -75,8 +70,8 @@ class VadOptions:
 
     def resolved_method(self) -> str:
         if self.method == "auto":
-            return "silero" if silero_installed() else "energy"
-        if self.method == "silero" and not silero_installed():
+            return "silero" if silero_available() else "energy"
+        if self.method == "silero" and not silero_available():
             raise ConfigError("--vad silero needs the package: pip install silero-vad")
         return self.method
 
@@ -105,15 +100,7 @@ _local = threading.local()  # one silero model per thread: it keeps recurrent st
 def _silero_model():
     model = getattr(_local, "silero", None)
     if model is None:
-        threads = torch.get_num_threads()
-        try:
-            from silero_vad import load_silero_vad  # noqa: PLC0415 (optional dependency)
-        finally:
-            torch.set_num_threads(threads)  # importing silero_vad sets torch to one thread
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit.load and importlib.resources notices
-            model = load_silero_vad()
-        _local.silero = model
+        model = _local.silero = load_silero_model()
     return model
 
 
