@@ -13,10 +13,14 @@ frames on a real-time schedule, and reports per run:
   loud 20 ms frame before a pause of 300 ms or more, found by frame energy in the audio
   sent) to the arrival of the final that covers it. This includes the endpoint's wait for
   trailing silence (800 ms by default). Finals without the end of a sentence (cut by the
-  20 s limit, or a random model's text in a pause) are not timed;
+  20 s limit, or a random model's text in a pause) are not timed. With `--pattern
+  utterances` each client opens a connection per sentence and sends `end` right after
+  the speech (push-to-talk, or a platform with its own VAD): final latency is then from
+  sending `end` to the final, the delay the server itself adds;
 - the mean batch size, and the same run with batching off (`--max-batch 1`).
 
     python bench/stream_load.py --model DIR [--streams 10 25 50] [--seconds 30] [--wav a.wav ...]
+    python bench/stream_load.py --model DIR --pattern utterances   # finals after the client's end
     python bench/stream_load.py --make-model DIR   # random weights at the default model size
 
 Audio: the WAV files given, else Mandarin sentences synthesised with espeak-ng (if
@@ -92,8 +96,9 @@ def speech_ends(audio: np.ndarray, rate: int = 16000, threshold_db: float = -40.
     return (np.array(ends, dtype=np.float64) + 1) * 0.02
 
 
-def load_audio(wavs: list[Path], seconds: float) -> tuple[np.ndarray, str]:
-    """16 kHz int16 audio, at least `seconds` long (files repeated), and its source."""
+def load_audio(wavs: list[Path], seconds: float) -> tuple[np.ndarray, list[np.ndarray], str]:
+    """16 kHz int16 audio, at least `seconds` long (files repeated, a pause after each),
+    the separate utterances (int16) and their source."""
     from asr.audio import read_audio
     from asr.features import resample, to_float32
 
@@ -119,11 +124,14 @@ def load_audio(wavs: list[Path], seconds: float) -> tuple[np.ndarray, str]:
         from tests.conftest import speech_like
 
         parts, source = [speech_like(4.0, seed=i) for i in range(8)], "synthetic harmonic bursts"
+
+    def pcm(x: np.ndarray) -> np.ndarray:
+        return np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
+
     pause = np.zeros(int(1.5 * 16000), np.float32)  # a pause after each sentence
     seq = np.concatenate([np.concatenate([p, pause]) for p in parts])
     reps = int(np.ceil(seconds * 16000 / seq.size)) + 1
-    audio = np.tile(seq, reps)
-    return np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16), source
+    return pcm(np.tile(seq, reps)), [pcm(p) for p in parts], source
 
 
 # ---------------------------------------------------------------- one client
@@ -192,6 +200,79 @@ async def client(url: str, audio: np.ndarray, start_delay: float, drain_timeout:
     return res
 
 
+async def one_utterance(url: str, audio: np.ndarray, res: ClientResult, drain_timeout: float) -> bool:
+    """Stream one utterance at real-time pace, send `end`, wait for `done`; record the
+    latencies in `res`. True when `done` arrived."""
+    from websockets.asyncio.client import connect
+
+    frame = int(FRAME_S * 16000)
+    sent_at: list[float] = []
+    end_at: float | None = None
+    last_final: float | None = None
+    async with connect(url, max_size=2**22, open_timeout=30) as ws:
+
+        async def receive() -> bool:
+            nonlocal last_final
+            async for raw in ws:
+                now = time.perf_counter()
+                m = json.loads(raw)
+                if m["type"] == "partial":
+                    j = max(int(np.ceil(m["end"] / FRAME_S - 1e-6)) - 1, 0)
+                    if j < len(sent_at):
+                        res.partial_latency.append(now - sent_at[j])
+                elif m["type"] == "final":
+                    res.finals += 1
+                    if end_at is not None:
+                        last_final = now
+                elif m["type"] == "error":
+                    res.error = m["code"]
+                elif m["type"] == "done":
+                    return True
+            return False
+
+        reader = asyncio.create_task(receive())
+        t0 = time.perf_counter()
+        for j in range(-(-audio.size // frame)):
+            delay = t0 + (j + 1) * FRAME_S - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent_at.append(time.perf_counter())
+            await ws.send(audio[j * frame : (j + 1) * frame].tobytes())
+        end_at = time.perf_counter()
+        await ws.send('{"type": "end"}')
+        try:
+            ok = await asyncio.wait_for(reader, drain_timeout)
+        except TimeoutError:
+            ok, res.error = False, res.error or "no done within the drain timeout"
+    if last_final is not None:
+        res.final_latency.append(last_final - end_at)
+    return ok
+
+
+async def utterance_client(url: str, utterances: list[np.ndarray], seconds: float, start_delay: float,
+                           first: int, drain_timeout: float) -> ClientResult:
+    """Push-to-talk pattern: one connection per utterance, `end` right after the speech.
+
+    Final latency here is from sending `end` to the final's arrival: what the server
+    adds once the client says the speech is over (no endpoint silence to wait for)."""
+    from websockets.exceptions import ConnectionClosed
+
+    res = ClientResult(done=True)
+    await asyncio.sleep(start_delay)
+    t_stop = time.perf_counter() + seconds
+    k = first
+    while time.perf_counter() < t_stop and not res.error:
+        try:
+            ok = await one_utterance(url, utterances[k % len(utterances)], res, drain_timeout)
+            res.done = res.done and ok
+        except ConnectionClosed as e:
+            res.error, res.done = res.error or f"closed {e.rcvd.code if e.rcvd else '?'}", False
+        except OSError as e:
+            res.error, res.done = f"connect failed: {e}", False
+        k += 1
+    return res
+
+
 # ---------------------------------------------------------------- one run
 
 
@@ -214,17 +295,23 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def run_clients(port: int, audio: np.ndarray, streams: int, seconds: float, drain_timeout: float) -> list[ClientResult]:
+async def run_clients(port: int, audio: np.ndarray, utterances: list[np.ndarray], pattern: str, streams: int,
+                      seconds: float, drain_timeout: float) -> list[ClientResult]:
     rng = np.random.default_rng(streams)
     n = int(seconds * 16000)
     jobs = []
+    url = f"ws://127.0.0.1:{port}/v1/stream"
     for i in range(streams):
+        if pattern == "utterances":
+            jobs.append(utterance_client(url, utterances, seconds, float(rng.uniform(0, 1.0)), i, drain_timeout))
+            continue
         off = int(rng.integers(0, audio.size - n))
-        jobs.append(client(f"ws://127.0.0.1:{port}/v1/stream", audio[off : off + n], float(rng.uniform(0, 1.0)), drain_timeout))
+        jobs.append(client(url, audio[off : off + n], float(rng.uniform(0, 1.0)), drain_timeout))
     return await asyncio.gather(*jobs)
 
 
-def run(args: argparse.Namespace, audio: np.ndarray, streams: int, max_batch: int) -> dict:
+def run(args: argparse.Namespace, audio: np.ndarray, utterances: list[np.ndarray], streams: int,
+        max_batch: int) -> dict:
     port = free_port()
     cmd = [sys.executable, "-m", "server", "--model", str(args.model), "--host", "127.0.0.1", "--port", str(port),
            "--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms), "--max-sessions", str(streams + 8),
@@ -244,7 +331,9 @@ def run(args: argparse.Namespace, audio: np.ndarray, streams: int, max_batch: in
                     raise RuntimeError("the server exited") from None
                 time.sleep(0.2)
         before, cpu0, t0 = scrape(port), cpu_seconds(proc.pid), time.perf_counter()
-        results = asyncio.run(run_clients(port, audio, streams, args.seconds, args.drain_timeout))
+        results = asyncio.run(
+            run_clients(port, audio, utterances, args.pattern, streams, args.seconds, args.drain_timeout)
+        )
         wall = time.perf_counter() - t0
         after, cpu1 = scrape(port), cpu_seconds(proc.pid)
     finally:
@@ -290,6 +379,9 @@ def main() -> None:
     p.add_argument("--make-model", type=Path, metavar="DIR", help="write a random model of the default size and exit")
     p.add_argument("--streams", type=int, nargs="+", default=[10, 25, 50])
     p.add_argument("--seconds", type=float, default=30.0, help="audio per client")
+    p.add_argument("--pattern", choices=["continuous", "utterances"], default="continuous",
+                   help="continuous: one long stream per client, utterances ended by the server's endpointing; "
+                   "utterances: a connection per sentence, ended by the client's end message")
     p.add_argument("--wav", type=Path, nargs="*", default=[], help="audio to stream (default: synthesised speech)")
     p.add_argument("--max-batch", type=int, default=32, help="batch limit of the batched runs")
     p.add_argument("--max-wait-ms", type=float, default=10.0)
@@ -305,15 +397,16 @@ def main() -> None:
         return
     if not args.model:
         p.error("--model is required")
-    audio, source = load_audio(args.wav, args.seconds)
+    audio, utterances, source = load_audio(args.wav, args.seconds)
     print(f"audio: {source}; {args.seconds:g} s per client, {FRAME_S * 1000:.0f} ms frames at real-time pace; "
-          f"final pass: {args.final_pass}; server flags: {args.server_args or '-'}; {os.cpu_count()} CPUs", flush=True)
+          f"pattern: {args.pattern}; final pass: {args.final_pass}; "
+          f"server flags: {args.server_args or '-'}; {os.cpu_count()} CPUs", flush=True)
     header = ("| streams | max batch | RTF | CPU RTF | mean batch | partial p50 / p95 (ms) | final p50 / p95 (ms) "
               "| done | errors |\n|---|---|---|---|---|---|---|---|---|")
     results = []
     for n in args.streams:
         for mb in [args.max_batch] + ([] if args.no_unbatched else [1]):
-            r = run(args, audio, n, mb)
+            r = run(args, audio, utterances, n, mb)
             results.append(r)
             print(header if len(results) == 1 else "", row(r), sep="\n" if len(results) == 1 else "", flush=True)
     if args.json:

@@ -1,6 +1,5 @@
-"""The websockets application: HTTP routes and handshake limits in `process_request`, a
-thin per-connection driver that moves frames between the socket, the sans-I/O
-`Session` and the shared `Batcher`, and graceful shutdown.
+"""The websockets application: HTTP routes and handshake limits in `process_request`,
+one `server.connection.SessionDriver` per websocket, and graceful shutdown.
 
 Routes on one port: `GET /` (browser page) and `/static/*`, `GET /healthz`,
 `GET /metrics`, and the websocket `GET /v1/stream` (protocol: docs/protocol.md).
@@ -10,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import functools
 import hmac
 import http
 import json
@@ -26,14 +24,13 @@ import numpy as np
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from .batcher import Batcher
+from .connection import SessionDriver
 from .integrations import Integrations
-from .errors import HandshakeRefused, IdleTimeout, NotFound, ServerBusy, Unauthorized, to_error
+from .errors import HandshakeRefused, NotFound, ServerBusy, Unauthorized
 from .metrics import CONTENT_TYPE_LATEST, Metrics
-from .protocol import Error, ServerMessage, encode
 from .session import Session, SessionConfig
 from .settings import Settings
 
@@ -44,7 +41,6 @@ log = logging.getLogger("tingxie.server")
 STREAM_PATH = "/v1/stream"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
-OUTBOX_HIGH = 256  # queued outgoing messages before reading pauses (a client not reading)
 HARD_FRAME_FACTOR = 2  # websockets cuts frames above this multiple of max_frame_bytes itself
 
 
@@ -93,7 +89,7 @@ class App:
         self._rescoring_streams = None if settings.final_pass == "stream" else False
         self._new_vad = new_vad
         self._slots: set[ServerConnection] = set()  # connections holding a session slot
-        self._drivers: set[_Driver] = set()
+        self._drivers: set[SessionDriver] = set()
         self._server: Server | None = None
         self._port = 0
         self.shutting_down = False
@@ -262,7 +258,7 @@ class App:
             return
         query = dict(parse_qsl(urlsplit(connection.request.path).query)) if connection.request else {}
         session = Session(secrets.token_hex(8), self.session_config, self._new_stream, query, self._new_vad)
-        driver = _Driver(self, connection, session)
+        driver = SessionDriver(connection, session, self.batcher, self.metrics, self.settings)
         self._drivers.add(driver)
         self.metrics.sessions_total.inc()
         self.metrics.sessions.inc()
@@ -275,166 +271,3 @@ class App:
 
     def _new_stream(self, sample_rate: int) -> Any:
         return self.rec.stream(sample_rate, rescoring=self._rescoring_streams)
-
-
-class _Close:
-    def __init__(self, code: int, reason: str = "") -> None:
-        self.code = code
-        self.reason = reason.encode("utf-8")[:120].decode("utf-8", "ignore")
-
-
-class _Driver:
-    """Moves frames between one websocket and its Session; submits the session's requests
-    to the batcher. A reader task, a sender task and future callbacks, all on the loop."""
-
-    def __init__(self, app: App, ws: ServerConnection, session: Session) -> None:
-        self.app = app
-        self.ws = ws
-        self.session = session
-        self.settings = app.settings
-        self.outbox: asyncio.Queue[str | _Close | None] = asyncio.Queue()
-        self.progress = asyncio.Event()
-        self.futures: set[asyncio.Future] = set()
-        self.finished = False  # an error or the close has been queued
-        self._audio_counted = 0.0
-        self._reader: asyncio.Task | None = None
-
-    async def run(self) -> None:
-        self._reader = asyncio.create_task(self._read_loop())
-        sender = asyncio.create_task(self._send_loop())
-        try:
-            await sender
-        finally:
-            self._reader.cancel()
-            sender.cancel()
-            for f in self.futures:
-                f.cancel()
-            self.session.abort()
-
-    def shutdown(self) -> None:
-        """Server shutdown: stop reading, flush what was received, close with 1001."""
-        if self.finished or self.session.ending:
-            return
-        if self._reader is not None:
-            self._reader.cancel()
-        try:
-            self.session.end(going_away=True)
-        except Exception as e:  # noqa: BLE001 (mapped to an error message)
-            self.fail(e)
-            return
-        self.pump()
-
-    # -- input
-
-    async def _read_loop(self) -> None:
-        s = self.session
-        try:
-            while not (self.finished or s.ending):
-                while self._must_wait():
-                    self.progress.clear()
-                    await self.progress.wait()
-                if self.finished:
-                    break
-                try:
-                    async with asyncio.timeout(self.settings.idle_timeout_s):
-                        frame = await self.ws.recv()
-                except TimeoutError:
-                    self.fail(IdleTimeout(f"no message for {self.settings.idle_timeout_s:g} s"))
-                    break
-                try:
-                    s.receive(frame)
-                except Exception as e:  # noqa: BLE001 (mapped to an error message)
-                    self.fail(e)
-                    break
-                self._count_audio()
-                self.pump()
-        except ConnectionClosed:
-            self.outbox.put_nowait(None)  # the client is gone: stop the sender
-
-    def _must_wait(self) -> bool:
-        """Backpressure: stop reading while too much audio waits for the engine or too
-        many messages wait for the client."""
-        if self.finished:
-            return False
-        s = self.session
-        if s.in_flight and s.backlog_s > self.settings.max_buffer_s:
-            return True
-        return self.outbox.qsize() > OUTBOX_HIGH
-
-    def _count_audio(self) -> None:
-        now = self.session.audio_seconds
-        if now > self._audio_counted:
-            self.app.metrics.audio.inc(now - self._audio_counted)
-            self._audio_counted = now
-
-    # -- engine
-
-    def pump(self) -> None:
-        """Submit the session's requests and queue its messages."""
-        s = self.session
-        for req in s.take_requests():
-            fut = self.app.batcher.submit(req)
-            self.futures.add(fut)
-            fut.add_done_callback(functools.partial(self._on_done, req))
-        for msg in s.take_messages():
-            self._queue(msg)
-        if s.close_code is not None and not self.finished:
-            self.finished = True
-            self.outbox.put_nowait(_Close(s.close_code, "server shutting down" if s.close_code == 1001 else ""))
-        self.progress.set()
-
-    def _on_done(self, req: Any, fut: asyncio.Future) -> None:
-        self.futures.discard(fut)
-        if fut.cancelled() or self.finished:
-            return
-        exc = fut.exception()
-        try:
-            if exc is not None:
-                raise exc
-            self.session.complete(req, fut.result())
-        except Exception as e:  # noqa: BLE001 (mapped to an error message)
-            self.fail(e)
-            return
-        self.pump()
-
-    def fail(self, exc: BaseException) -> None:
-        """Send the error message for `exc`, then close with its code."""
-        if self.finished:
-            return
-        self.finished = True
-        code, message, close_code = to_error(exc)
-        if close_code == 1011:
-            log.error("session %s: %s", self.session.id, exc, exc_info=exc)
-        else:
-            log.info("session %s: %s: %s", self.session.id, code, message)
-        self.app.metrics.errors.labels(code=code).inc()
-        self.session.abort()
-        for f in self.futures:
-            f.cancel()
-        self._queue(Error(code, message))
-        self.outbox.put_nowait(_Close(close_code, code))
-        self.progress.set()
-
-    # -- output
-
-    def _queue(self, msg: ServerMessage) -> None:
-        self.app.metrics.messages.labels(type=msg.type).inc()
-        self.outbox.put_nowait(encode(msg))
-
-    async def _send_loop(self) -> None:
-        try:
-            while True:
-                item = await self.outbox.get()
-                if item is None:
-                    return
-                if isinstance(item, _Close):
-                    await self.ws.close(item.code, item.reason)
-                    return
-                async with asyncio.timeout(self.settings.idle_timeout_s):
-                    await self.ws.send(item)
-                self.progress.set()
-        except ConnectionClosed:
-            return
-        except TimeoutError:
-            log.info("session %s: client not reading for %.0f s: dropping it", self.session.id, self.settings.idle_timeout_s)
-            self.ws.transport.abort()

@@ -1,7 +1,7 @@
 """A socket-free driver for one `Session`: the adapters (call-center and compatibility
 protocols) feed it audio bytes and get the session's messages through a callback.
 
-It does what `server.app._Driver` does between a websocket and a session, minus the
+It does what `server.connection.SessionDriver` does between a websocket and a session, minus the
 socket: submit the session's engine requests to the shared batcher, report outcomes,
 and hand every produced message (`Ready`, `Partial`, `Final`, `Done`, `Error`) to
 `on_message`. Protocol and session logic stay in `Session`; nothing is forked here.
