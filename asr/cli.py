@@ -23,11 +23,13 @@ def _decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--decoding", choices=["greedy", "prefix_beam"], default="greedy")
     p.add_argument("--beam", type=int, default=10, help="beam size for prefix_beam")
+    p.add_argument("--rescoring", action="store_true",
+                   help="attention-rescore the CTC n-best (models with an attention decoder, e.g. imported WeNet ones)")
 
 
 def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None):
     from .checkpoint import load_model_dir
-    from .config import ChunkConfig, DecodingConfig
+    from .config import ChunkConfig, ConfigError, DecodingConfig
     from .recognizer import Recognizer
 
     bundle = load_model_dir(args.model or default_model_dir())
@@ -36,7 +38,11 @@ def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None):
         frame_ms = bundle.model.cfg.subsampling_rate * bundle.features.frame_shift_ms
         chunk = ChunkConfig(max(1, round(chunk_ms / frame_ms)), -1)
     precision = getattr(args, "precision", "auto")  # transcribe's --precision
-    return Recognizer(bundle, args.device, DecodingConfig(args.decoding, args.beam), chunk, precision=precision)
+    decoding = DecodingConfig(args.decoding, args.beam, rescoring=args.rescoring)
+    try:
+        return Recognizer(bundle, args.device, decoding, chunk, precision=precision)
+    except ValueError as e:  # a precision or rescoring this device or model cannot do
+        raise ConfigError(str(e)) from e
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -182,10 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .checkpoint import ModelDirError
+    from .config import ConfigError
 
     try:
         return int(args.func(args) or 0)
-    except ModelDirError as e:
+    except (ModelDirError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -253,6 +253,8 @@ def test_usage_errors(capsys, random_model_dir, corpus, tmp_path):
     assert rc == 2 and "fp16 is for CUDA" in err
     rc, out, err = run_cli(capsys, random_model_dir, corpus / "short.wav", "--precision", "bf16", "--json")
     assert rc == 0 and json.loads(out)["options"]["precision"] == "bf16"
+    rc, _, err = run_cli(capsys, random_model_dir, corpus / "short.wav", "--rescoring")
+    assert rc == 2 and "needs an attention decoder" in err
     bad = tmp_path / "m.jsonl"
     bad.write_text("nope\n")
     rc, _, err = run_cli(capsys, random_model_dir, bad)

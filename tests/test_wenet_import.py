@@ -162,6 +162,19 @@ def test_transcribe_and_stream_finals_are_rescored_like_wenet(imported, audio, m
 
 
 @needs_fixture
+def test_transcribe_command_rescores(imported, capsys):
+    wav = FIXTURE / "input.wav"
+    expect = Recognizer.from_dir(imported, "cpu", DecodingConfig("prefix_beam", rescoring=True)).transcribe(
+        read_wav(wav), 16000
+    )
+    rc = cli.main(["transcribe", "--model", str(imported), "--rescoring", "--decoding", "prefix_beam", "--json",
+                   "--no-progress", "--threads", "1", str(wav)])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["options"]["decoding"] == "attention_rescoring"
+    assert out["text"] == expect.text and expect.text
+
+
+@needs_fixture
 def test_both_yaml_layouts_give_identical_models(imported, tmp_path, audio):
     dst = tmp_path / "v2"
     assert cli.main(["import-wenet", str(FIXTURE), str(dst), "--config", str(FIXTURE / "train_v2_style.yaml"),
