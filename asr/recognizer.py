@@ -252,6 +252,26 @@ class Recognizer:
             nbest = self.rescore(nbest, enc)
         return self.result(nbest, 0.0, end_s, rescored=rescoring)
 
+    def transcribe_many(self, audios: Sequence[np.ndarray | torch.Tensor], sample_rate: int = 16000) -> list[Result]:
+        """`transcribe` for several recordings at once: full-context passes in padded,
+        length-sorted batches (`asr.batch.BatchEngine`); each result is what `transcribe`
+        gives for its audio, up to float rounding. Recordings longer than
+        `max_full_context_s` are decoded one by one, as `transcribe` does them."""
+        from .batch.engine import BatchEngine  # noqa: PLC0415 (asr.batch imports this module)
+
+        feats = [self._features(a, sample_rate) for a in audios]
+        shift_s = self.features.frame_shift_ms / 1000
+        short = [i for i, f in enumerate(feats) if f.size(0) * shift_s <= self.max_full_context_s]
+        results: list[Result | None] = [None] * len(feats)
+        if short:
+            ends = [feats[i].size(0) * shift_s for i in short]
+            for i, r in zip(short, BatchEngine(self).recognize([feats[i] for i in short], [0.0] * len(short), ends)):
+                results[i] = r
+        for i, r in enumerate(results):
+            if r is None:
+                results[i] = self.transcribe(audios[i], sample_rate)
+        return results  # type: ignore[return-value]
+
     def rescore(
         self, nbest: "Stream | Sequence[Hypothesis]", encoder_out: torch.Tensor | None = None
     ) -> list[Hypothesis]:

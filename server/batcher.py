@@ -8,9 +8,10 @@ never a polling sleep), and hands the batch to a single worker thread, which
 1. feeds each request's audio to its stream (fbank: computed here, off the event loop),
 2. runs one `Recognizer.step` over every stream with a chunk ready: one batched
    `forward_chunk` for streams at different offsets,
-3. runs the utterance ends (`Stream.end_utterance`, or `Recognizer.transcribe` for a
-   full-context final pass) for about as long as the step took, deferring the rest to
-   the next batch so that a burst of finals never stalls the partials of every stream,
+3. runs the utterance ends (`Stream.end_utterance`, and `Recognizer.transcribe_many` for
+   the full-context final passes, one padded batch) for about as long as the step took,
+   deferring the rest to the next batch so that a burst of finals never stalls the
+   partials of every stream,
 
 and the gatherer resolves the futures on the loop. While the worker runs, new requests
 queue up, so batches grow with load. Each stream has at most one request in flight, so
@@ -67,6 +68,9 @@ class StepRunner(Protocol):
 
     def transcribe(self, audio: Any, sample_rate: int = 16000) -> Any: ...
 
+    # Optional: `transcribe` for several utterances in one batch (Recognizer has it).
+    # def transcribe_many(self, audios: list[Any], sample_rate: int = 16000) -> list[Any]
+
 
 @dataclass(eq=False)
 class _Item:
@@ -103,6 +107,9 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
+        # Worker seconds per audio second of the full-context final passes (measured as
+        # they run); 0 until the first batch of them, which is then one pass alone.
+        self._final_cost_per_s = 0.0
 
     @property
     def queued(self) -> int:
@@ -256,27 +263,56 @@ class Batcher:
                 for i in stepping:
                     outcomes[i] = InternalError("recognition failed")
         t2 = time.perf_counter()
-        finals = 0
         audio_s = len(stepping) * self.chunk_seconds
         # Final passes (a whole utterance each) share the worker with the streams: at
         # most about as long as this step took, so partials never wait for a convoy of
-        # finals; the rest go back to the queue for the next batch.
+        # finals; the rest go back to the queue for the next batch. The passes chosen run
+        # as one padded batch where the recognizer can (`transcribe_many`).
         budget = max(t2 - t1, MIN_FINAL_BUDGET_S)
+        passes: list[int] = []
+        planned = 0.0
+        finals = 0
         for i, req in enumerate(requests):
-            if isinstance(req, FinalRequest):
-                if finals and time.perf_counter() - t2 > budget:
-                    outcomes[i] = DEFERRED
-                    continue
-                finals += 1
-                try:
-                    result = req.stream.end_utterance()
-                    if req.audio is not None:
-                        result = self.rec.transcribe(req.audio, req.sample_rate)
-                        audio_s += req.audio.size / req.sample_rate
-                    outcomes[i] = result
-                except Exception:
-                    log.exception("final pass failed")
-                    outcomes[i] = InternalError("recognition failed")
+            if not isinstance(req, FinalRequest):
+                continue
+            cost = 0.0 if req.audio is None else req.audio.size / req.sample_rate * self._final_cost_per_s
+            if req.audio is not None and passes and (not self._final_cost_per_s or planned + cost > budget):
+                outcomes[i] = DEFERRED
+                continue
+            finals += 1
+            planned += cost
+            try:
+                outcomes[i] = req.stream.end_utterance()
+                if req.audio is not None:
+                    passes.append(i)
+            except Exception:
+                log.exception("ending an utterance failed")
+                outcomes[i] = InternalError("recognition failed")
+        if passes:
+            t_pass = time.perf_counter()
+            pass_audio = sum(requests[i].audio.size / requests[i].sample_rate for i in passes)
+            for i, outcome in zip(passes, self._full_passes([requests[i] for i in passes])):
+                outcomes[i] = outcome
+            audio_s += pass_audio
+            self._final_cost_per_s = (time.perf_counter() - t_pass) / max(pass_audio, 1e-3)
         t3 = time.perf_counter()
         stats = BatchStats(len(requests), len(stepping), finals, t3 - t0, t2 - t1, audio_s, 0.0)
         return outcomes, stats
+
+    def _full_passes(self, requests: list[FinalRequest]) -> list[Any]:
+        """Full-context results (or the exception) for each request's utterance audio."""
+        many = getattr(self.rec, "transcribe_many", None)
+        rates = {r.sample_rate for r in requests}
+        if many is not None and len(requests) > 1 and len(rates) == 1:
+            try:
+                return list(many([r.audio for r in requests], rates.pop()))
+            except Exception:
+                log.exception("batched final passes failed; running them one by one")
+        out: list[Any] = []
+        for r in requests:
+            try:
+                out.append(self.rec.transcribe(r.audio, r.sample_rate))
+            except Exception:
+                log.exception("final pass failed")
+                out.append(InternalError("recognition failed"))
+        return out

@@ -156,6 +156,23 @@ def test_long_audio_uses_bounded_memory_path(random_model_dir):
     assert r.tokens and r.tokens[-1].end <= 5.0 + 1e-6
 
 
+def test_transcribe_many_equals_transcribe_each(random_model_dir):
+    """One padded batch of different lengths (one too short for an encoder frame, one
+    above max_full_context_s) gives each recording what transcribe gives it."""
+    rec = Recognizer.from_dir(random_model_dir, device="cpu")
+    rec.max_full_context_s = 4.0
+    audios = [speech_like(d, seed=20 + i) for i, d in enumerate([1.3, 3.7, 0.05, 2.2, 5.0])]
+    many = rec.transcribe_many(audios, 16000)
+    assert len(many) == len(audios)
+    for audio, got in zip(audios, many):
+        want = rec.transcribe(audio, 16000)
+        assert got.text == want.text
+        assert [t.id for t in got.tokens] == [t.id for t in want.tokens]
+        assert [t.start for t in got.tokens] == pytest.approx([t.start for t in want.tokens])
+        assert got.end == pytest.approx(want.end)
+    assert many[2].text == "" and many[0].text and many[4].text
+
+
 def test_beam_search_option(random_model_dir):
     rec = Recognizer.from_dir(random_model_dir, device="cpu", decoding=DecodingConfig("prefix_beam", 4, 3))
     r = rec.transcribe(speech_like(2.0, seed=10), 16000)

@@ -392,6 +392,33 @@ async def test_final_passes_do_not_stall_the_streams():
     assert [s.finals for s in stats] == [1, 1, 1, 1]
 
 
+async def test_final_passes_run_batched_and_equal_transcribe(random_model_dir, monkeypatch):
+    """Once the engine has measured a final pass, the passes of an utterance burst run
+    together (Recognizer.transcribe_many), each giving what transcribe gives."""
+    from asr.recognizer import Recognizer
+    from server import batcher
+    from server.batcher import Batcher
+
+    monkeypatch.setattr(batcher, "MIN_FINAL_BUDGET_S", 30.0)  # time per batch: not what is tested
+    from server.session import FinalRequest
+
+    from .conftest import speech_like
+
+    rec = Recognizer.from_dir(random_model_dir, device="cpu")
+    audios = [speech_like(0.6 + 0.1 * i, seed=40 + i) for i in range(10)]
+    stats = []
+    engine = Batcher(rec, max_batch=16, max_wait_ms=1, on_batch=stats.append)
+    await engine.start()
+    try:
+        futures = [engine.submit(FinalRequest(0, rec.stream(), a, 16000, 0.0, True)) for a in audios]
+        results = await asyncio.gather(*futures)
+    finally:
+        await engine.close()
+    assert [r.text for r in results] == [rec.transcribe(a, 16000).text for a in audios]
+    assert stats[0].finals == 1  # the first pass runs alone: its cost is not known yet
+    assert [s.finals for s in stats] == [1, len(audios) - 1]
+
+
 def test_build_recognizer_from_settings(random_model_dir):
     from asr.config import ChunkConfig
     from server.cli import build_recognizer, vad_factory

@@ -128,13 +128,22 @@ def make(config=None, query=None, rec=None, final_pass="stream", endpoint=Endpoi
 
 
 def drain(session: Session, engine: Batcher) -> list:
-    """Run every request the session produces until it waits for input; return messages."""
-    while reqs := session.take_requests():
+    """Run every request the session produces until it waits for input; return messages.
+    Final passes the engine defers to a later batch (its time budget) run in the next."""
+    from server.batcher import DEFERRED
+
+    reqs = session.take_requests()
+    while reqs:
         outcomes, _ = engine._work(reqs)
+        deferred = []
         for r, o in zip(reqs, outcomes):
+            if o is DEFERRED:
+                deferred.append(r)
+                continue
             if isinstance(o, BaseException):
                 raise o
             session.complete(r, o)
+        reqs = deferred + session.take_requests()
     return session.take_messages()
 
 
