@@ -27,7 +27,7 @@ def _decoding_args(p: argparse.ArgumentParser) -> None:
                    help="attention-rescore the CTC n-best (models with an attention decoder, e.g. imported WeNet ones)")
 
 
-def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None):
+def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None, history_ms: int = 0):
     from .checkpoint import load_model_dir
     from .config import ChunkConfig, ConfigError, DecodingConfig
     from .recognizer import Recognizer
@@ -36,7 +36,9 @@ def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None):
     chunk = None
     if chunk_ms:
         frame_ms = bundle.model.cfg.subsampling_rate * bundle.features.frame_shift_ms
-        chunk = ChunkConfig(max(1, round(chunk_ms / frame_ms)), -1)
+        size = max(1, round(chunk_ms / frame_ms))
+        # As the server's --history-ms: attention history in whole chunks (-1: all).
+        chunk = ChunkConfig(size, max(1, round(history_ms / (size * frame_ms))) if history_ms else -1)
     precision = getattr(args, "precision", "auto")  # transcribe's --precision
     decoding = DecodingConfig(args.decoding, args.beam, rescoring=args.rescoring)
     try:
@@ -68,7 +70,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .metrics import ErrorCounts
     from .train.data import read_manifest
 
-    rec = _recognizer(args, args.chunk_ms if args.streaming else None)
+    rec = _recognizer(args, args.chunk_ms if args.streaming else None, args.history_ms)
     # References in spoken form (digits as characters), as the model writes them.
     utts = read_manifest(args.manifest, normalize=True)[: args.limit or None]
     counts = ErrorCounts()
@@ -89,6 +91,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.verbose:
             print(f"{u.id}\tREF {u.text}\tHYP {hyp}")
     mode = f"streaming {args.chunk_ms} ms" if args.streaming else "full context"
+    if args.streaming and args.history_ms:
+        mode += f", history {rec.chunk.left_chunks * args.chunk_ms} ms"
     print(
         json.dumps(
             {
@@ -145,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True, type=Path)
     p.add_argument("--streaming", action="store_true")
     p.add_argument("--chunk-ms", type=int, default=640)
+    p.add_argument("--history-ms", type=int, default=0,
+                   help="streaming attention history in ms, as serve's --history-ms (0: all of the utterance)")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",

@@ -21,12 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def run_eval(model: Path, manifest: Path, streaming: bool, precision: str) -> tuple[dict, dict[str, str]]:
+def run_eval(model: Path, manifest: Path, streaming: bool, precision: str,
+             history_ms: int = 0) -> tuple[dict, dict[str, str]]:
     """The eval summary and each utterance's hypothesis (by id)."""
     cmd = [sys.executable, "-m", "asr.cli", "eval", "--model", str(model), "--manifest", str(manifest),
            "--precision", precision, "--verbose"]
     if streaming:
-        cmd += ["--streaming", "--chunk-ms", "640"]
+        cmd += ["--streaming", "--chunk-ms", "640", "--history-ms", str(history_ms)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     lines = out.stdout.strip().splitlines()
     hyps = {}
@@ -61,6 +62,7 @@ def main() -> None:
     p.add_argument("--synth-test", type=Path, default=None)
     p.add_argument("--real", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/real_zh/eval")
     p.add_argument("--precision", default="fp32")
+    p.add_argument("--history-ms", type=int, default=0, help="streaming attention history (0: all), as serve's")
     args = p.parse_args()
     sets = []
     if args.synth_test:
@@ -73,8 +75,8 @@ def main() -> None:
     print("| set | mode | utterances | CER | RTF |")
     print("|---|---|---|---|---|")
     for name, manifest, streaming in sets:
-        r, hyps = run_eval(args.model, manifest, streaming, args.precision)
-        mode = "streaming 640 ms" if streaming else "full context"
+        r, hyps = run_eval(args.model, manifest, streaming, args.precision, args.history_ms)
+        mode = r["mode"]
         print(f"| {name} | {mode} | {r['utterances']} | {100 * r['cer']:.1f}% | {r['rtf']:.3f} |", flush=True)
         if manifest == args.synth_test:
             groups = by_voice(manifest, hyps)
