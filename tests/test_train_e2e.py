@@ -43,7 +43,7 @@ def trained_model(tiny_corpus, tmp_path_factory):
         out = train(TrainConfig(epochs=epochs, **base), log=logs.append)
         if all(t == h for t, h in zip(SENTENCES, recognise_all(out, tiny_corpus))):
             break
-    return out, logs
+    return out, logs, base
 
 
 def recognise_all(model_dir, corpus, streaming=False):
@@ -62,7 +62,7 @@ def recognise_all(model_dir, corpus, streaming=False):
 
 @needs_espeak
 def test_training_resumes_and_learns_exactly(trained_model, tiny_corpus):
-    model_dir, logs = trained_model
+    model_dir, logs, _ = trained_model
     assert any(line.startswith("resumed from ckpt_e049") for line in logs)
     assert recognise_all(model_dir, tiny_corpus) == SENTENCES
     assert recognise_all(model_dir, tiny_corpus, streaming=True) == SENTENCES
@@ -70,7 +70,7 @@ def test_training_resumes_and_learns_exactly(trained_model, tiny_corpus):
 
 @needs_espeak
 def test_cli_transcribe_and_eval_on_trained_model(trained_model, tiny_corpus):
-    model_dir, _ = trained_model
+    model_dir, _, _ = trained_model
     wavs = [str(tiny_corpus / f"u{i}.wav") for i in range(len(SENTENCES))]
     out = subprocess.run([sys.executable, "-m", "asr.cli", "transcribe", "--model", str(model_dir), *wavs],
                          capture_output=True, text=True, check=True)
@@ -92,3 +92,21 @@ def test_cli_reports_bad_model_dir(tmp_path):
     out = subprocess.run([sys.executable, "-m", "asr.cli", "transcribe", "--model", str(tmp_path), "x.wav"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "no config.json" in out.stderr
+
+
+@needs_espeak
+def test_export_picks_the_checkpoint_average_with_the_lowest_dev_cer(trained_model, tiny_corpus):
+    """With a dev set, export scores the newest 1..average_last checkpoints averaged and
+    keeps the best (here: the trained model against earlier, worse epoch ends)."""
+    model_dir, _, base = trained_model
+    logs: list[str] = []
+    # epochs=1: the experiment is past it, so this run only resumes and exports.
+    out = train(TrainConfig(**{**base, "epochs": 1, "average_last": 3,
+                               "dev_manifest": str(tiny_corpus / "train.jsonl")}), log=logs.append)
+    extra = json.loads((out / "config.json").read_text())["extra"]
+    scores = {k: sum(v.values()) / len(v) for k, v in extra["export_dev_cer"].items()}
+    assert sorted(scores) == ["average of 1", "average of 2", "average of 3"]
+    chosen = f"average of {len(extra['averaged_checkpoints'])}"
+    assert scores[chosen] == min(scores.values())
+    assert any(line.startswith("exported") for line in logs)
+    assert recognise_all(out, tiny_corpus) == SENTENCES

@@ -376,18 +376,35 @@ class Trainer:
         return out
 
     def export(self) -> Path:
-        """Average the last epoch-end checkpoints (or take the current weights) into a model dir."""
-        ends = sorted(self.exp.glob("ckpt_e*_b999999.pt"))[-self.cfg.average_last :]
+        """Write the model directory from the newest checkpoints.
+
+        Candidates are the newest k checkpoints (k = 1 .. average_last; epoch ends and the
+        newest mid-epoch one, in training order) with their weights averaged. With a dev
+        set the candidate with the lowest dev CER wins (full context and streaming, mean):
+        averaging helps once training has settled and hurts while the model still changes
+        fast, and only the dev set can tell which holds. Without one, the last
+        `average_last` are averaged."""
+        ckpts = sorted(self.exp.glob("ckpt_e*.pt"))  # names sort in training order
+        choices = [ckpts[-k:] for k in range(1, min(self.cfg.average_last, len(ckpts)) + 1)]
         model = CTCModel(self.model_cfg)
-        if ends:
-            avg: dict[str, torch.Tensor] = {}
-            for p in ends:
-                sd = torch.load(p, map_location="cpu", weights_only=True)["model"]
-                for k, v in sd.items():
-                    avg[k] = avg.get(k, 0) + (v.double() if v.is_floating_point() else v)
-            model.load_state_dict({k: (v / len(ends)).float() if v.is_floating_point() else sd[k] for k, v in avg.items()})
-        else:
+        chosen: list[Path] = []
+        scores: dict[str, dict[str, float]] = {}
+        if not choices:
             model.load_state_dict(self.model.state_dict())
+        elif not self.dev_utts or len(choices) == 1:
+            chosen = choices[-1]
+            model.load_state_dict(_average(chosen))
+        else:
+            best = math.inf
+            for group in choices:
+                candidate = CTCModel(self.model_cfg)
+                candidate.load_state_dict(_average(group))
+                cer = self.evaluate(candidate)
+                scores[f"average of {len(group)}"] = cer
+                self.log(f"export candidate: average of the last {len(group)} checkpoints: {json.dumps(cer)}")
+                if sum(cer.values()) / len(cer) < best:
+                    best, chosen = sum(cer.values()) / len(cer), group
+                    model.load_state_dict(candidate.state_dict())
         out = self.exp / "model"
         save_model_dir(
             out,
@@ -396,10 +413,22 @@ class Trainer:
             self.cfg.name,
             FeatureConfig(),
             ChunkConfig(self.cfg.streaming_chunk, -1),
-            {"averaged_checkpoints": [p.name for p in ends], "train_config": asdict(self.cfg)},
+            {"averaged_checkpoints": [p.name for p in chosen], "export_dev_cer": scores, "train_config": asdict(self.cfg)},
         )
-        self.log(f"exported {out} (averaged {len(ends)} checkpoints)")
+        self.log(f"exported {out} (averaged {len(chosen)} checkpoints: {', '.join(p.name for p in chosen)})")
         return out
+
+
+def _average(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the checkpoints' model weights (integer buffers: the last's)."""
+    total: dict[str, torch.Tensor] = {}
+    last: dict[str, torch.Tensor] = {}
+    for p in paths:
+        last = torch.load(p, map_location="cpu", weights_only=True)["model"]
+        for k, v in last.items():
+            if v.is_floating_point():
+                total[k] = total.get(k, 0) + v.double()
+    return {k: (total[k] / len(paths)).float() if k in total else v for k, v in last.items()}
 
 
 def _ignore_stop_signals(_worker_id: int) -> None:
