@@ -110,3 +110,41 @@ def test_export_picks_the_checkpoint_average_with_the_lowest_dev_cer(trained_mod
     assert scores[chosen] == min(scores.values())
     assert any(line.startswith("exported") for line in logs)
     assert recognise_all(out, tiny_corpus) == SENTENCES
+
+
+def test_pinyin_units_encode_han_syllables_and_skip_other_text(tmp_path):
+    from asr.train.pinyin_aux import PinyinUnits
+
+    table = PinyinUnits.load_or_build(tmp_path / "units.txt", ["今天天气很好", "谢谢再见 ok"])
+    assert table.units[:2] == ["<blank>", "<unk>"] and "tian" in table.units and "ok" not in table.units
+    ids = table.encode("天气 abc 好")
+    assert [table.units[i] for i in ids] == ["tian", "qi", "hao"]
+    assert table.encode("中") == [1]  # a syllable the table has not seen
+    again = PinyinUnits.load_or_build(tmp_path / "units.txt", ["完全不同的文本"])  # the saved table wins
+    assert again.units == table.units
+
+
+@needs_espeak
+def test_auxiliary_pinyin_head_trains_resumes_and_stays_out_of_the_model(tiny_corpus, tmp_path):
+    import torch
+
+    from asr.checkpoint import load_model_dir
+
+    base = dict(
+        exp_dir=str(tmp_path / "exp"), train_manifest=str(tiny_corpus / "train.jsonl"),
+        model=dict(output_size=32, attention_heads=2, linear_units=64, num_blocks=1, cnn_module_kernel=3),
+        batch_seconds=100, warmup_steps=2, bf16=False, progress=False, average_last=1, log_interval=1,
+        aux_pinyin_weight=0.5, name="aux-test",
+    )
+    logs: list[str] = []
+    train(TrainConfig(epochs=2, **base), log=logs.append)
+    out = train(TrainConfig(epochs=3, **base), log=logs.append)
+    assert any(line.startswith("resumed from") for line in logs)
+    assert not any("optimiser state starts afresh" in line for line in logs)
+    ckpt = torch.load(sorted((tmp_path / "exp").glob("ckpt_*.pt"))[-1], map_location="cpu", weights_only=True)
+    n_syllables = len((tmp_path / "exp" / "aux_pinyin_units.txt").read_text().split())
+    assert ckpt["aux_head"]["weight"].shape == (n_syllables, 32)
+    bundle = load_model_dir(out)  # the exported model has no auxiliary head
+    assert not any("aux" in k for k in bundle.model.state_dict())
+    losses = [json.loads(line)["loss"] for line in open(tmp_path / "exp" / "train_log.jsonl") if '"loss"' in line]
+    assert len(losses) == 3 and all(x > 0 for x in losses)

@@ -100,6 +100,7 @@ class UtteranceDataset(torch.utils.data.Dataset):
         wave_aug: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
         feat_aug: Callable[[torch.Tensor, np.random.Generator], torch.Tensor] | None = None,
         seed: int = 0,
+        aux_encode: Callable[[str], list[int]] | None = None,
     ) -> None:
         self.utts = list(utts)
         self.tokenizer = tokenizer
@@ -107,6 +108,7 @@ class UtteranceDataset(torch.utils.data.Dataset):
         self.wave_aug = wave_aug
         self.feat_aug = feat_aug
         self.seed = seed
+        self.aux_encode = aux_encode  # second target sequence per item (auxiliary CTC)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -119,7 +121,7 @@ class UtteranceDataset(torch.utils.data.Dataset):
             wav = resample(torch.from_numpy(wav), rate, self.features.sample_rate).numpy()
         return wav
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, list[int]] | None:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, list[int]] | tuple[torch.Tensor, list[int], list[int]] | None:
         rng = np.random.default_rng((self.seed, self.epoch, i))
         try:
             wav = self.load(i)
@@ -132,19 +134,30 @@ class UtteranceDataset(torch.utils.data.Dataset):
         feats = fbank(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), self.features)
         if self.feat_aug is not None:
             feats = self.feat_aug(feats, rng)
-        return feats, self.tokenizer.encode(self.utts[i].text)
+        tokens = self.tokenizer.encode(self.utts[i].text)
+        if self.aux_encode is not None:
+            return feats, tokens, self.aux_encode(self.utts[i].text)
+        return feats, tokens
 
 
-def collate(items: list[tuple[torch.Tensor, list[int]] | None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> feats (B, T, F), feat_lens (B,), targets (B, U) padded with -1, target_lens (B,).
-    Skipped (None) items are dropped; an all-skipped batch has B = 0."""
+def _pad_targets(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    lens = torch.tensor([len(t) for t in seqs])
+    out = torch.full((len(seqs), max(1, int(lens.max()))), -1, dtype=torch.long)
+    for k, t in enumerate(seqs):
+        out[k, : len(t)] = torch.tensor(t, dtype=torch.long)
+    return out, lens
+
+
+def collate(items: list[tuple | None]) -> tuple[torch.Tensor, ...]:
+    """-> feats (B, T, F), feat_lens (B,), targets (B, U) padded with -1, target_lens (B,),
+    and, for items with auxiliary targets, aux_targets and aux_lens likewise. Skipped
+    (None) items are dropped; an all-skipped batch has B = 0."""
     items = [it for it in items if it is not None]
     if not items:
         return torch.zeros(0, 0, 80), torch.zeros(0, dtype=torch.long), torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, dtype=torch.long)
-    feats = torch.nn.utils.rnn.pad_sequence([f for f, _ in items], batch_first=True)
-    feat_lens = torch.tensor([f.size(0) for f, _ in items])
-    target_lens = torch.tensor([len(t) for _, t in items])
-    targets = torch.full((len(items), max(1, int(target_lens.max()))), -1, dtype=torch.long)
-    for k, (_, t) in enumerate(items):
-        targets[k, : len(t)] = torch.tensor(t, dtype=torch.long)
+    feats = torch.nn.utils.rnn.pad_sequence([it[0] for it in items], batch_first=True)
+    feat_lens = torch.tensor([it[0].size(0) for it in items])
+    targets, target_lens = _pad_targets([it[1] for it in items])
+    if len(items[0]) == 3:
+        return (feats, feat_lens, targets, target_lens, *_pad_targets([it[2] for it in items]))
     return feats, feat_lens, targets, target_lens

@@ -69,6 +69,9 @@ class TrainConfig:
     save_every_minutes: float = 20.0
     max_minutes: float | None = None  # stop (after saving) when this much time has passed
     init_from: str | None = None  # start from these model weights (fine-tuning)
+    # Weight of an auxiliary CTC loss on toneless pinyin syllables (asr/train/pinyin_aux.py;
+    # training only): 0 turns it off.
+    aux_pinyin_weight: float = 0.0
     name: str = "tingxie"
     log_interval: int = 50
     progress: bool = True
@@ -141,7 +144,7 @@ def compute_cmvn(dataset: UtteranceDataset, n: int, seed: int) -> tuple[torch.Te
     dataset.wave_aug = dataset.feat_aug = None
     try:
         for i in idx[:n]:
-            f, _ = dataset[i]
+            f = dataset[i][0]
             f = f.double()
             total = total + f.sum(0)
             sq = sq + (f * f).sum(0)
@@ -182,10 +185,20 @@ class Trainer:
             from .augment import spec_augment
 
             feat_aug = spec_augment
-        self.train_set = UtteranceDataset(self.train_utts, self.tokenizer, FeatureConfig(), wave_aug, feat_aug, cfg.seed)
+        self.aux_head: torch.nn.Linear | None = None
+        aux_encode = None
+        if cfg.aux_pinyin_weight > 0:
+            from .pinyin_aux import PinyinUnits
+
+            pinyin = PinyinUnits.load_or_build(self.exp / "aux_pinyin_units.txt", (u.text for u in self.train_utts))
+            self.aux_head = torch.nn.Linear(self.model_cfg.output_size, len(pinyin))
+            aux_encode = pinyin.encode
+        self.train_set = UtteranceDataset(self.train_utts, self.tokenizer, FeatureConfig(), wave_aug, feat_aug, cfg.seed,
+                                          aux_encode)
         self.batches_per_epoch = len(duration_batches(self.train_utts, cfg.batch_seconds, 0))
         self.total_steps = self.batches_per_epoch * cfg.epochs
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        params = list(self.model.parameters()) + (list(self.aux_head.parameters()) if self.aux_head else [])
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         if not self._resume():
             self._init_weights()
@@ -220,6 +233,7 @@ class Trainer:
                 "step": self.step,
                 "epoch_done": final_of_epoch,
                 "model_config": self.model_cfg.to_dict(),
+                **({"aux_head": self.aux_head.state_dict()} if self.aux_head is not None else {}),
             },
             path,
         )
@@ -241,7 +255,12 @@ class Trainer:
         if ck["model_config"] != self.model_cfg.to_dict():
             raise ConfigError(f"{path}: model configuration differs from the recipe; use a new exp_dir")
         self.model.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optim"])
+        if self.aux_head is not None and "aux_head" in ck:
+            self.aux_head.load_state_dict(ck["aux_head"])
+        if (self.aux_head is not None) == ("aux_head" in ck):
+            self.opt.load_state_dict(ck["optim"])
+        else:  # the auxiliary head was switched on or off: its parameters change the optimiser's
+            self.log("auxiliary pinyin head switched on or off: optimiser state starts afresh")
         self.step = ck["step"]
         if ck["epoch_done"]:
             self.epoch, self.batch_in_epoch = ck["epoch"] + 1, 0
@@ -294,8 +313,9 @@ class Trainer:
             bar = _progress(len(batches), self.batch_in_epoch, f"epoch {self.epoch}", cfg.progress)
             self.model.train()
             loss_sum, n_batches, audio_s, t0 = 0.0, 0, 0.0, time.monotonic()
-            for feats, feat_lens, targets, target_lens in loader:
-                loss, n_frames = self._train_step(feats, feat_lens, targets, target_lens, rng) if len(feat_lens) else (0.0, 0)
+            for batch in loader:
+                feat_lens = batch[1]
+                loss, n_frames = self._train_step(batch, rng) if len(feat_lens) else (0.0, 0)
                 loss_sum += loss
                 n_batches += 1
                 audio_s += float(feat_lens.sum()) / 100.0
@@ -325,31 +345,31 @@ class Trainer:
             self.batch_in_epoch = 0
         return self.export()
 
-    def _train_step(self, feats, feat_lens, targets, target_lens, rng: random.Random) -> tuple[float, int]:
+    def _train_step(self, batch: tuple[torch.Tensor, ...], rng: random.Random) -> tuple[float, int]:
+        """One update on a collated batch (feats, feat_lens, targets, target_lens[, aux_targets, aux_lens])."""
+        feats, feat_lens, targets, target_lens = batch[:4]
         cfg = self.cfg
         factor = _lr_factor(self.step, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio, cfg.schedule)
         for g in self.opt.param_groups:
             g["lr"] = cfg.lr * factor
         chunk, left = _sample_chunk(cfg, rng)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            logp, lens = self.model(feats, feat_lens, chunk, left)
+            enc, logp, lens = self.model.forward_with_encoder(feats, feat_lens, chunk, left)
+            aux_logp = None
+            if self.aux_head is not None and len(batch) == 6:
+                aux_logp = torch.log_softmax(self.aux_head(enc).float(), dim=-1)
         ok = target_lens <= lens  # CTC cannot align more tokens than frames
         if not bool(ok.any()):
             return 0.0, 0
-        loss = torch.nn.functional.ctc_loss(
-            logp[ok].float().transpose(0, 1),
-            targets[ok].clamp(min=0),
-            lens[ok],
-            target_lens[ok],
-            blank=0,
-            reduction="sum",
-            zero_infinity=True,
-        ) / int(ok.sum())
+        char_loss = loss = _ctc(logp, lens, targets, target_lens, ok)
+        if aux_logp is not None:
+            w = cfg.aux_pinyin_weight
+            loss = (1 - w) * loss + w * _ctc(aux_logp, lens, batch[4], batch[5], ok & (batch[5] <= lens))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.opt.step()
-        return float(loss.detach()), int(lens.sum())
+        return float(char_loss.detach()), int(lens.sum())  # logged: the character CTC loss alone
 
     @torch.inference_mode()
     def evaluate(self, model: CTCModel | None = None) -> dict[str, float]:
@@ -417,6 +437,20 @@ class Trainer:
         )
         self.log(f"exported {out} (averaged {len(chosen)} checkpoints: {', '.join(p.name for p in chosen)})")
         return out
+
+
+def _ctc(logp: torch.Tensor, lens: torch.Tensor, targets: torch.Tensor, target_lens: torch.Tensor,
+         ok: torch.Tensor) -> torch.Tensor:
+    """CTC loss summed over the utterances selected by `ok`, divided by their number."""
+    return torch.nn.functional.ctc_loss(
+        logp[ok].float().transpose(0, 1),
+        targets[ok].clamp(min=0),
+        lens[ok],
+        target_lens[ok],
+        blank=0,
+        reduction="sum",
+        zero_infinity=True,
+    ) / max(int(ok.sum()), 1)
 
 
 def _average(paths: list[Path]) -> dict[str, torch.Tensor]:
