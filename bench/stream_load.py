@@ -21,7 +21,7 @@ frames on a real-time schedule, and reports per run:
 
     python bench/stream_load.py --model DIR [--streams 10 25 50] [--seconds 30] [--wav a.wav ...]
     python bench/stream_load.py --model DIR --pattern utterances   # finals after the client's end
-    python bench/stream_load.py --make-model DIR   # random weights at the default model size
+    python bench/stream_load.py --make-model DIR   # random weights, the default model's architecture
 
 Audio: the WAV files given, else Mandarin sentences synthesised with espeak-ng (if
 installed), else harmonic bursts; each client starts at a different offset.
@@ -70,19 +70,28 @@ def free_port() -> int:
 
 
 def make_model(out: Path) -> None:
-    """Random weights at the shipped model's size (for load tests before a trained model)."""
-    from asr.checkpoint import save_model_dir
-    from asr.config import ChunkConfig
-    from asr.tokens import write_units
+    """Random weights with the shipped model's architecture and unit table (models/default):
+    the same compute per step as the trained model, and text in every chunk, so partials
+    and finals flow whatever the audio (load tests need no accuracy)."""
+    import shutil as sh
+
+    from asr.checkpoint import load_model_dir, save_model_dir
     from tests.conftest import random_model
 
+    shipped = load_model_dir(ROOT / "models" / "default")
+    cfg = shipped.model.cfg
+    model = random_model(0, vocab_size=cfg.vocab_size, output_size=cfg.output_size, attention_heads=cfg.attention_heads,
+                         linear_units=cfg.linear_units, num_blocks=cfg.num_blocks, cnn_module_kernel=cfg.cnn_module_kernel,
+                         input_layer=cfg.input_layer, causal=cfg.causal, cnn_module_norm=cfg.cnn_module_norm)
     out.mkdir(parents=True, exist_ok=True)
-    han = [chr(c) for c in range(0x4E00, 0x4E00 + 4997)]
-    write_units(["<blank>", "<unk>", *han, "<sos/eos>"], out / "units.txt")
-    model = random_model(0, vocab_size=5000, output_size=256, attention_heads=4, linear_units=1024, num_blocks=12,
-                         cnn_module_kernel=15)
-    save_model_dir(out, model, out, "random-default-size", chunk=ChunkConfig(16, -1))
-    print(f"wrote {out} ({model.num_parameters() / 1e6:.1f} M parameters)")
+    tok = out / "tokenizer"
+    tok.mkdir(exist_ok=True)
+    for name in ("units.txt", "bpe.model"):
+        if (ROOT / "models" / "default" / name).exists():
+            sh.copy(ROOT / "models" / "default" / name, tok / name)
+    save_model_dir(out, model, tok, "random-default-architecture", chunk=shipped.chunk)
+    sh.rmtree(tok)
+    print(f"wrote {out} ({model.num_parameters() / 1e6:.2f} M parameters, random weights)")
 
 
 def speech_ends(audio: np.ndarray, rate: int = 16000, threshold_db: float = -40.0, pause_s: float = 0.3) -> np.ndarray:
