@@ -83,6 +83,7 @@ class App:
             overload_s=settings.overload_s,
             chunk_seconds=recognizer.stride * recognizer.features.frame_shift_ms / 1000,
             threads=settings.threads,
+            final_pass_max_wait_ms=settings.final_pass_max_wait_ms if settings.final_pass == "auto" else None,
         )
         self.batcher.on_batch = self.metrics.on_batch
         self.session_config = SessionConfig(self.model_name, settings.endpoint, settings.final_pass, settings.max_frame_bytes)
@@ -145,7 +146,7 @@ class App:
         stream.input_finished()
         while stream.ready():
             self.rec.step([stream])
-        if self.settings.final_pass == "full":
+        if self.settings.final_pass != "stream":
             self.rec.transcribe(silence, self.rec.features.sample_rate)
 
     async def shutdown(self) -> None:

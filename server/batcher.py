@@ -11,7 +11,8 @@ never a polling sleep), and hands the batch to a single worker thread, which
 3. runs the utterance ends (`Stream.end_utterance`, and `Recognizer.transcribe_many` for
    the full-context final passes, one padded batch) for about as long as the step took,
    deferring the rest to the next batch so that a burst of finals never stalls the
-   partials of every stream,
+   partials of every stream; with `final_pass_max_wait_ms` (final pass "auto"), a pass
+   that has already waited that long gives way to the streaming result,
 
 and the gatherer resolves the futures on the loop. While the worker runs, new requests
 queue up, so batches grow with load. Each stream has at most one request in flight, so
@@ -59,6 +60,7 @@ class BatchStats:
     step_seconds: float  # of which the batched model step
     audio_seconds: float  # audio the step decoded (chunks x chunk duration) + final passes
     max_wait_seconds: float  # longest queue wait in the batch
+    passes_skipped: int = 0  # final passes replaced by the streaming result (final pass "auto")
 
 
 class StepRunner(Protocol):
@@ -91,6 +93,7 @@ class Batcher:
         chunk_seconds: float = 0.64,
         on_batch: Optional[Callable[[BatchStats], None]] = None,
         threads: int = 0,
+        final_pass_max_wait_ms: float | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -101,6 +104,9 @@ class Batcher:
         self.chunk_seconds = chunk_seconds
         self.on_batch = on_batch
         self._threads = threads
+        # A final pass that has waited this long gives way to the streaming result (None:
+        # never): under load finals stay prompt rather than queue behind full passes.
+        self.final_pass_max_wait = None if final_pass_max_wait_ms is None else final_pass_max_wait_ms / 1000.0
         self._threads_before = 0
         self._queue: collections.deque[_Item] = collections.deque()
         self._wakeup: asyncio.Event | None = None
@@ -110,6 +116,7 @@ class Batcher:
         # Worker seconds per audio second of the full-context final passes (measured as
         # they run); 0 until the first batch of them, which is then one pass alone.
         self._final_cost_per_s = 0.0
+        self.passes_skipped = 0  # final passes that gave way to the streaming result (auto)
 
     @property
     def queued(self) -> int:
@@ -196,7 +203,9 @@ class Batcher:
                 continue
             t0 = loop.time()
             try:
-                outcomes, stats = await loop.run_in_executor(self._executor, self._work, [i.request for i in batch])
+                outcomes, stats = await loop.run_in_executor(
+                    self._executor, self._work, [i.request for i in batch], [t0 - i.t for i in batch]
+                )
             except Exception:  # the worker itself failed: fail the batch, keep serving
                 log.exception("engine batch failed")
                 outcomes = [InternalError("recognition failed")] * len(batch)
@@ -234,8 +243,12 @@ class Batcher:
 
     # ------------------------------------------------------------------ worker thread
 
-    def _work(self, requests: list[Request]) -> tuple[list[Any], BatchStats]:
+    def _work(self, requests: list[Request], waits: list[float] | None = None) -> tuple[list[Any], BatchStats]:
+        """Run one batch on the worker thread; waits: how long each request queued (s)."""
         t0 = time.perf_counter()
+        skipped_before = self.passes_skipped
+        waits = waits or [0.0] * len(requests)
+        skip_pass = self.final_pass_max_wait
         outcomes: list[Any] = [False] * len(requests)
         stepping: list[int] = []
         for i, req in enumerate(requests):
@@ -275,15 +288,19 @@ class Batcher:
         for i, req in enumerate(requests):
             if not isinstance(req, FinalRequest):
                 continue
-            cost = 0.0 if req.audio is None else req.audio.size / req.sample_rate * self._final_cost_per_s
-            if req.audio is not None and passes and (not self._final_cost_per_s or planned + cost > budget):
+            full = req.audio is not None
+            if full and skip_pass is not None and waits[i] >= skip_pass:
+                full = False  # auto: too late for a full pass; the streaming result it is
+                self.passes_skipped += 1
+            cost = req.audio.size / req.sample_rate * self._final_cost_per_s if full else 0.0
+            if full and passes and (not self._final_cost_per_s or planned + cost > budget):
                 outcomes[i] = DEFERRED
                 continue
             finals += 1
             planned += cost
             try:
                 outcomes[i] = req.stream.end_utterance()
-                if req.audio is not None:
+                if full:
                     passes.append(i)
             except Exception:
                 log.exception("ending an utterance failed")
@@ -296,7 +313,8 @@ class Batcher:
             audio_s += pass_audio
             self._final_cost_per_s = (time.perf_counter() - t_pass) / max(pass_audio, 1e-3)
         t3 = time.perf_counter()
-        stats = BatchStats(len(requests), len(stepping), finals, t3 - t0, t2 - t1, audio_s, 0.0)
+        stats = BatchStats(len(requests), len(stepping), finals, t3 - t0, t2 - t1, audio_s, 0.0,
+                           self.passes_skipped - skipped_before)
         return outcomes, stats
 
     def _full_passes(self, requests: list[FinalRequest]) -> list[Any]:

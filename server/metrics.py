@@ -38,6 +38,9 @@ class Metrics:
         self.queue_wait = Histogram(
             "tingxie_queue_wait_seconds", "Longest wait of a request for its batch", buckets=buckets, registry=r
         )
+        self.passes_skipped = Counter(
+            "tingxie_final_passes_skipped", "Final passes replaced by the streaming result (engine behind)", registry=r
+        )
         self.rtf = Gauge(
             "tingxie_real_time_factor", f"Worker busy time / audio decoded, over the last {RTF_WINDOW_S:.0f} s", registry=r
         )
@@ -49,6 +52,8 @@ class Metrics:
             self.step_seconds.observe(stats.step_seconds)
         self.batch_seconds.observe(stats.seconds)
         self.queue_wait.observe(stats.max_wait_seconds)
+        if stats.passes_skipped:
+            self.passes_skipped.inc(stats.passes_skipped)
         now = time.monotonic()
         self._window.append((now, stats.seconds, stats.audio_seconds))
         while self._window and self._window[0][0] < now - RTF_WINDOW_S:

@@ -13,7 +13,8 @@ features are computed once per chunk on the engine's thread, not once per frame 
 
 Utterances end at an endpoint (`asr.endpoint`) or at the end of the input. The final
 result is then either the streaming result (`final_pass="stream"`) or a full-context
-re-decoding of the utterance's audio (`final_pass="full"`: `Recognizer.transcribe`),
+re-decoding of the utterance's audio (`final_pass="full"`: `Recognizer.transcribe`; with
+`"auto"` the engine falls back to the streaming result when it is behind),
 which is more accurate for models trained with dynamic chunks and costs a second
 encoder pass over the utterance.
 """
@@ -47,14 +48,14 @@ from .protocol import (
 
 __all__ = ["SessionConfig", "Session", "ChunkRequest", "FinalRequest", "Request", "FINAL_PASSES"]
 
-FINAL_PASSES = ("full", "stream")
+FINAL_PASSES = ("auto", "full", "stream")
 
 
 @dataclass(frozen=True)
 class SessionConfig:
     model_name: str
     endpoint: EndpointConfig = EndpointConfig()
-    final_pass: str = "full"
+    final_pass: str = "auto"
     max_frame_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
@@ -280,7 +281,7 @@ class Session:
             _Channel(
                 self._new_stream(fmt.sample_rate),
                 self._new_vad(fmt.sample_rate) if self._new_vad else None,
-                history=_History() if self.config.final_pass == "full" else None,
+                history=_History() if self.config.final_pass != "stream" else None,
             )
             for _ in range(fmt.channels)
         ]

@@ -62,7 +62,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_buffer_s", float, "undecoded audio per session before reading pauses (backpressure)"),
     Option("idle_timeout_s", float, "close a session that sends nothing for this long"),
     Option("overload_s", float, "close sessions (1013) whose audio waited this long for the model"),
-    Option("final_pass", str, "final result: full-context re-decoding or the streaming result", ("full", "stream")),
+    Option("final_pass", str, "final result: full-context re-decoding, the streaming result, or auto (full unless the "
+           "engine is behind)", ("auto", "full", "stream")),
+    Option("final_pass_max_wait_ms", float, "auto: a final pass that waited this long for the engine gives way to the "
+           "streaming result"),
     Option("decoding", str, "CTC search", ("greedy", "prefix_beam")),
     Option("beam", int, "beam size for prefix_beam and rescoring"),
     Option("rescoring", _bool, "attention-rescore finals (models with an attention decoder)"),
@@ -106,7 +109,8 @@ class Settings:
     max_buffer_s: float = 30.0
     idle_timeout_s: float = 60.0
     overload_s: float = 10.0
-    final_pass: str = "full"
+    final_pass: str = "auto"
+    final_pass_max_wait_ms: float = 250.0
     decoding: str = "greedy"
     beam: int = 10
     rescoring: bool = False
@@ -135,7 +139,7 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
-        for name in ("max_wait_ms", "chunk_ms", "history_ms", "threads", "shutdown_timeout_s"):
+        for name in ("max_wait_ms", "chunk_ms", "history_ms", "threads", "shutdown_timeout_s", "final_pass_max_wait_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0")
         if not 0 <= self.port <= 65535:

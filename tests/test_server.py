@@ -273,7 +273,7 @@ async def test_end_flushes_every_final_before_done(rec):
 
 async def test_graceful_shutdown_flushes_finals_and_closes_1001(rec):
     pcm = pcm16(speech_like(2.0, seed=21))
-    app = App(Settings(model=".", host="127.0.0.1", port=0, threads=1, **ONE_UTTERANCE), rec)
+    app = App(Settings(model=".", host="127.0.0.1", port=0, threads=1, final_pass="full", **ONE_UTTERANCE), rec)
     await app.start()
     ws = await connect(url(app))
     for i in range(0, pcm.size * 2, 3200):
@@ -355,6 +355,9 @@ def test_serve_flags_and_environment(tmp_path, random_model_dir):
         Settings.from_sources({"max_batch": 0}, {})
     with pytest.raises(ConfigError):
         Settings.from_sources({"final_pass": "later"}, {})
+    with pytest.raises(ConfigError):
+        Settings.from_sources({"final_pass_max_wait_ms": -1}, {})
+    assert Settings().final_pass == "auto"
     assert "api_key" in s.public() and "x" not in str(s.public()["api_key"])
 
 
@@ -417,6 +420,36 @@ async def test_final_passes_run_batched_and_equal_transcribe(random_model_dir, m
     assert [r.text for r in results] == [rec.transcribe(a, 16000).text for a in audios]
     assert stats[0].finals == 1  # the first pass runs alone: its cost is not known yet
     assert [s.finals for s in stats] == [1, len(audios) - 1]
+
+
+async def test_auto_final_pass_gives_way_to_the_streaming_result_when_late(random_model_dir):
+    """final_pass auto: a final pass that waited past final_pass_max_wait_ms is replaced
+    by the stream's own result; one on time is the full-context pass."""
+    from asr.recognizer import Recognizer
+    from server.batcher import Batcher
+    from server.session import FinalRequest
+
+    from .conftest import speech_like
+
+    rec = Recognizer.from_dir(random_model_dir, device="cpu")
+    audio = speech_like(1.5, seed=50)
+
+    def streamed():
+        st = rec.stream()
+        st.accept(audio)
+        return st
+
+    want_stream = streamed().end_utterance()
+    want_full = rec.transcribe(audio, 16000)
+    assert want_stream.text != want_full.text  # else the test could not tell them apart
+    for max_wait_ms, want, skipped in ((0.0, want_stream, 1), (60_000.0, want_full, 0)):
+        engine = Batcher(rec, max_wait_ms=1, final_pass_max_wait_ms=max_wait_ms)
+        await engine.start()
+        try:
+            got = await engine.submit(FinalRequest(0, streamed(), audio, 16000, 0.0, True))
+        finally:
+            await engine.close()
+        assert got.text == want.text and engine.passes_skipped == skipped
 
 
 def test_build_recognizer_from_settings(random_model_dir):

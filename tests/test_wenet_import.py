@@ -547,7 +547,7 @@ async def test_imported_model_serves_like_transcribe(imported, audio):
     expected = plain.transcribe(audio, 16000).text
     assert expected
     pcm = audio.astype("<i2").tobytes() if audio.dtype == np.int16 else np.round(np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-    settings = Settings(model=str(imported), host="127.0.0.1", port=0, threads=1, shutdown_timeout_s=5.0,
+    settings = Settings(model=str(imported), host="127.0.0.1", port=0, threads=1, shutdown_timeout_s=5.0, final_pass="full",
                         endpoint_silence_ms=60_000, no_speech_ms=60_000, max_utterance_ms=60_000)
     app = App(settings, plain)
     await app.start()
