@@ -369,6 +369,7 @@ def run(args: argparse.Namespace, audio: np.ndarray, utterances: list[np.ndarray
         "final_p50": pct(final, 50),
         "final_p95": pct(final, 95),
         "finals": sum(r.finals for r in results),
+        "passes_skipped": int(d.get("tingxie_final_passes_skipped_total", 0.0)),
         "done": sum(r.done for r in results),
         "errors": errors,
     }
@@ -379,7 +380,7 @@ def row(r: dict) -> str:
     errs = f"{len(r['errors'])} ({', '.join(sorted(set(r['errors'])))[:40]})" if r["errors"] else "0"
     return (f"| {r['streams']} | {r['max_batch']} | {r['rtf']:.3f} | {r['cpu_rtf']:.3f} | {r['mean_batch']:.1f} | "
             f"{ms(r['partial_p50'])} / {ms(r['partial_p95'])} | {ms(r['final_p50'])} / {ms(r['final_p95'])} | "
-            f"{r['done']}/{r['streams']} | {errs} |")
+            f"{r['passes_skipped']}/{r['finals']} | {r['done']}/{r['streams']} | {errs} |")
 
 
 def main() -> None:
@@ -394,7 +395,7 @@ def main() -> None:
     p.add_argument("--wav", type=Path, nargs="*", default=[], help="audio to stream (default: synthesised speech)")
     p.add_argument("--max-batch", type=int, default=32, help="batch limit of the batched runs")
     p.add_argument("--max-wait-ms", type=float, default=10.0)
-    p.add_argument("--final-pass", choices=["full", "stream"], default="full")
+    p.add_argument("--final-pass", choices=["auto", "full", "stream"], default="auto")
     p.add_argument("--threads", type=int, default=0, help="server model threads (0: one per core)")
     p.add_argument("--no-unbatched", action="store_true", help="skip the --max-batch 1 runs")
     p.add_argument("--server-args", default="", help='more server flags, e.g. "--precision bf16 --history-ms 2560"')
@@ -411,7 +412,7 @@ def main() -> None:
           f"pattern: {args.pattern}; final pass: {args.final_pass}; "
           f"server flags: {args.server_args or '-'}; {os.cpu_count()} CPUs", flush=True)
     header = ("| streams | max batch | RTF | CPU RTF | mean batch | partial p50 / p95 (ms) | final p50 / p95 (ms) "
-              "| done | errors |\n|---|---|---|---|---|---|---|---|---|")
+              "| full passes skipped | done | errors |\n|---|---|---|---|---|---|---|---|---|---|")
     results = []
     for n in args.streams:
         for mb in [args.max_batch] + ([] if args.no_unbatched else [1]):

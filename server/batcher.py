@@ -12,7 +12,8 @@ never a polling sleep), and hands the batch to a single worker thread, which
    the full-context final passes, one padded batch) for about as long as the step took,
    deferring the rest to the next batch so that a burst of finals never stalls the
    partials of every stream; with `final_pass_max_wait_ms` (final pass "auto"), a pass
-   that has already waited that long gives way to the streaming result,
+   that has already waited that long, or that comes while the worker has been busy more
+   than MAX_BUSY_FOR_PASSES of the last seconds, gives way to the streaming result,
 
 and the gatherer resolves the futures on the loop. While the worker runs, new requests
 queue up, so batches grow with load. Each stream has at most one request in flight, so
@@ -41,6 +42,10 @@ __all__ = ["Batcher", "BatchStats", "EngineClosed"]
 log = logging.getLogger("tingxie.engine")
 
 MIN_FINAL_BUDGET_S = 0.05
+# Final pass "auto": full passes run only while the worker was busy less than this share
+# of the last BUSY_WINDOW_S seconds (streaming steps come first; passes use what is left).
+MAX_BUSY_FOR_PASSES = 0.75
+BUSY_WINDOW_S = 3.0
 DEFERRED = object()  # a final pass left for the next batch
 
 
@@ -117,6 +122,7 @@ class Batcher:
         # they run); 0 until the first batch of them, which is then one pass alone.
         self._final_cost_per_s = 0.0
         self.passes_skipped = 0  # final passes that gave way to the streaming result (auto)
+        self._busy: collections.deque[tuple[float, float]] = collections.deque()  # (end, seconds) per batch
 
     @property
     def queued(self) -> int:
@@ -202,9 +208,10 @@ class Batcher:
             if not batch:
                 continue
             t0 = loop.time()
+            busy = self.busy_fraction(t0)
             try:
                 outcomes, stats = await loop.run_in_executor(
-                    self._executor, self._work, [i.request for i in batch], [t0 - i.t for i in batch]
+                    self._executor, self._work, [i.request for i in batch], [t0 - i.t for i in batch], busy
                 )
             except Exception:  # the worker itself failed: fail the batch, keep serving
                 log.exception("engine batch failed")
@@ -219,9 +226,16 @@ class Batcher:
                     item.future.set_exception(outcome)
                 else:
                     item.future.set_result(outcome)
+            self._busy.append((loop.time(), loop.time() - t0))
             if stats is not None and self.on_batch is not None:
                 wait = max(t0 - i.t for i in batch)
                 self.on_batch(dataclasses.replace(stats, max_wait_seconds=wait))
+
+    def busy_fraction(self, now: float) -> float:
+        """Share of the last BUSY_WINDOW_S seconds the worker spent on batches."""
+        while self._busy and self._busy[0][0] < now - BUSY_WINDOW_S:
+            self._busy.popleft()
+        return min(1.0, sum(s for _, s in self._busy) / BUSY_WINDOW_S)
 
     def _drop_cancelled(self) -> None:
         while self._queue and self._queue[0].future.done():
@@ -243,8 +257,10 @@ class Batcher:
 
     # ------------------------------------------------------------------ worker thread
 
-    def _work(self, requests: list[Request], waits: list[float] | None = None) -> tuple[list[Any], BatchStats]:
-        """Run one batch on the worker thread; waits: how long each request queued (s)."""
+    def _work(self, requests: list[Request], waits: list[float] | None = None,
+              busy: float = 0.0) -> tuple[list[Any], BatchStats]:
+        """Run one batch on the worker thread; waits: how long each request queued (s);
+        busy: the worker's recent busy fraction (`busy_fraction`)."""
         t0 = time.perf_counter()
         skipped_before = self.passes_skipped
         waits = waits or [0.0] * len(requests)
@@ -289,8 +305,8 @@ class Batcher:
             if not isinstance(req, FinalRequest):
                 continue
             full = req.audio is not None
-            if full and skip_pass is not None and waits[i] >= skip_pass:
-                full = False  # auto: too late for a full pass; the streaming result it is
+            if full and skip_pass is not None and (waits[i] >= skip_pass or busy > MAX_BUSY_FOR_PASSES):
+                full = False  # auto: late, or no spare capacity: the streaming result it is
                 self.passes_skipped += 1
             cost = req.audio.size / req.sample_rate * self._final_cost_per_s if full else 0.0
             if full and passes and (not self._final_cost_per_s or planned + cost > budget):

@@ -423,8 +423,9 @@ async def test_final_passes_run_batched_and_equal_transcribe(random_model_dir, m
 
 
 async def test_auto_final_pass_gives_way_to_the_streaming_result_when_late(random_model_dir):
-    """final_pass auto: a final pass that waited past final_pass_max_wait_ms is replaced
-    by the stream's own result; one on time is the full-context pass."""
+    """final_pass auto: a final pass that waited past final_pass_max_wait_ms, or that
+    comes while the worker has no spare capacity, is replaced by the stream's own result;
+    one on time on an idle engine is the full-context pass."""
     from asr.recognizer import Recognizer
     from server.batcher import Batcher
     from server.session import FinalRequest
@@ -442,10 +443,13 @@ async def test_auto_final_pass_gives_way_to_the_streaming_result_when_late(rando
     want_stream = streamed().end_utterance()
     want_full = rec.transcribe(audio, 16000)
     assert want_stream.text != want_full.text  # else the test could not tell them apart
-    for max_wait_ms, want, skipped in ((0.0, want_stream, 1), (60_000.0, want_full, 0)):
+    cases = ((0.0, False, want_stream, 1), (60_000.0, False, want_full, 0), (60_000.0, True, want_stream, 1))
+    for max_wait_ms, busy_s, want, skipped in cases:
         engine = Batcher(rec, max_wait_ms=1, final_pass_max_wait_ms=max_wait_ms)
         await engine.start()
         try:
+            if busy_s:  # the worker was busy all of the last seconds: no spare capacity for passes
+                engine.busy_fraction = lambda now: 1.0  # (load itself would make the test timing-dependent)
             got = await engine.submit(FinalRequest(0, streamed(), audio, 16000, 0.0, True))
         finally:
             await engine.close()
