@@ -30,7 +30,7 @@ def _decoding_args(p: argparse.ArgumentParser) -> None:
 def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None, history_ms: int = 0):
     from .checkpoint import load_model_dir
     from .config import ChunkConfig, ConfigError, DecodingConfig
-    from .recognizer import Recognizer
+    from .recognizer import Recognizer, command_precision
 
     bundle = load_model_dir(args.model or default_model_dir())
     chunk = None
@@ -39,7 +39,7 @@ def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None, history_m
         size = max(1, round(chunk_ms / frame_ms))
         # As the server's --history-ms: attention history in whole chunks (-1: all).
         chunk = ChunkConfig(size, max(1, round(history_ms / (size * frame_ms))) if history_ms else -1)
-    precision = getattr(args, "precision", "auto")  # transcribe's --precision
+    precision = command_precision(getattr(args, "precision", "auto"), args.device)
     decoding = DecodingConfig(args.decoding, args.beam, rescoring=args.rescoring)
     try:
         return Recognizer(bundle, args.device, decoding, chunk, precision=precision)
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="compute precision (bf16 on CPUs with native bf16 is ~2x faster)")
+                   help="compute precision (auto: bf16 on CPUs with native bf16, else fp32 on a CPU; bf16/fp16 on CUDA)")
     _decoding_args(p)
     p.set_defaults(func=cmd_eval)
 

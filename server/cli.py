@@ -33,7 +33,7 @@ def build_recognizer(settings: Settings):
 
     from asr.checkpoint import load_model_dir  # noqa: PLC0415
     from asr.config import ChunkConfig, DecodingConfig  # noqa: PLC0415
-    from asr.recognizer import Recognizer  # noqa: PLC0415
+    from asr.recognizer import Recognizer, command_precision  # noqa: PLC0415
 
     torch.set_num_threads(settings.threads or os.cpu_count() or 1)
     bundle = load_model_dir(settings.model)
@@ -44,7 +44,7 @@ def build_recognizer(settings: Settings):
     decoding = DecodingConfig(settings.decoding, settings.beam, rescoring=settings.rescoring)
     try:
         return Recognizer(bundle, settings.device, decoding, chunk, blank_threshold=settings.blank_threshold,
-                          precision=settings.precision)
+                          precision=command_precision(settings.precision, settings.device))
     except ValueError as e:  # precision or rescoring the device or model cannot do
         raise ConfigError(str(e)) from None
 

@@ -71,7 +71,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("rescoring", _bool, "attention-rescore finals (models with an attention decoder)"),
     Option("chunk_ms", int, "streaming chunk in ms (0: the model's own)"),
     Option("history_ms", int, "attention history kept while streaming, in ms (0: the model's own, usually all)"),
-    Option("precision", str, "model compute precision (auto: fp32 on CPU; bf16 ~2x faster on CPUs with AVX512-BF16/AMX)",
+    Option("precision", str, "model compute precision (auto: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32; bf16/fp16 on CUDA)",
            ("auto", "fp32", "bf16", "fp16")),
     Option("endpoint_silence_ms", int, "trailing silence after speech that ends an utterance"),
     Option("no_speech_ms", int, "silence without speech after which decoding restarts"),

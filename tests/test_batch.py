@@ -104,7 +104,9 @@ def test_long_audio_is_segmented_with_absolute_times(rec, tmp_path):
 
 
 def run_cli(capsys, model_dir, *args) -> tuple[int, str, str]:
-    rc = main(["transcribe", "--model", str(model_dir), "--threads", "1", "--no-progress", *map(str, args)])
+    # fp32: outputs are compared with an fp32 Recognizer (auto would pick bf16 on some CPUs)
+    rc = main(["transcribe", "--model", str(model_dir), "--threads", "1", "--no-progress", "--precision", "fp32",
+               *map(str, args)])
     out = capsys.readouterr()
     return rc, out.out, out.err
 

@@ -56,7 +56,9 @@ def test_ray_outputs_equal_local_outputs(local_ray, random_model_dir, tmp_path, 
     outs = {}
     for mode in ("local", "ray"):
         extra = ["--ray", "auto", "--ray-actors", "1"] if mode == "ray" else []
+        # fp32: bf16 results depend on batch padding more than the comparison allows
         rc = main(["transcribe", "--model", str(random_model_dir), "--threads", "1", "--no-progress", "--vad", "energy",
+                   "--precision", "fp32",
                    "-f", "json", "-o", str(tmp_path / mode), *extra, str(data)])
         err = capsys.readouterr().err
         assert rc == 1 and "broken.flac" in err and "files: 3 ok, 1 failed" in err, err

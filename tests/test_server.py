@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 
 import numpy as np
+import torch
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -458,12 +459,15 @@ async def test_auto_final_pass_gives_way_to_the_streaming_result_when_late(rando
 
 def test_build_recognizer_from_settings(random_model_dir):
     from asr.config import ChunkConfig
+    from asr.recognizer import cpu_has_native_bf16
     from server.cli import build_recognizer, vad_factory
     from server.settings import ConfigError
 
     rec = build_recognizer(Settings(model=random_model_dir, chunk_ms=320, history_ms=1280, threads=1, vad="energy"))
     assert rec.chunk == ChunkConfig(8, 4) and rec.blank_threshold == 0.8
-    assert build_recognizer(Settings(model=random_model_dir, threads=1)).chunk == rec.bundle.chunk
+    auto = build_recognizer(Settings(model=random_model_dir, threads=1))
+    assert auto.chunk == rec.bundle.chunk
+    assert auto.compute_dtype == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
     assert vad_factory(Settings(vad="energy")).__name__ == "EnergyVad" and vad_factory(Settings()) is None
     with pytest.raises(ConfigError):
         build_recognizer(Settings(model=random_model_dir, precision="fp16", device="cpu", threads=1))
@@ -479,7 +483,7 @@ async def test_serve_process_stops_gracefully_on_sigterm(random_model_dir, rec):
     import sys
 
     env = {**os.environ, "TINGXIE_MODEL": str(random_model_dir), "TINGXIE_HOST": "127.0.0.1", "TINGXIE_PORT": "0",
-           "TINGXIE_THREADS": "1", "TINGXIE_ENDPOINT_SILENCE_MS": "60000", "TINGXIE_NO_SPEECH_MS": "60000",
+           "TINGXIE_THREADS": "1", "TINGXIE_PRECISION": "fp32", "TINGXIE_ENDPOINT_SILENCE_MS": "60000", "TINGXIE_NO_SPEECH_MS": "60000",
            "TINGXIE_MAX_UTTERANCE_MS": "60000"}
     proc = subprocess.Popen([sys.executable, "-m", "server"], env=env, stderr=subprocess.PIPE, text=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -167,7 +167,7 @@ def test_transcribe_command_rescores(imported, capsys):
     expect = Recognizer.from_dir(imported, "cpu", DecodingConfig("prefix_beam", rescoring=True)).transcribe(
         read_wav(wav), 16000
     )
-    rc = cli.main(["transcribe", "--model", str(imported), "--rescoring", "--decoding", "prefix_beam", "--json",
+    rc = cli.main(["transcribe", "--model", str(imported), "--rescoring", "--decoding", "prefix_beam", "--json", "--precision", "fp32",
                    "--no-progress", "--threads", "1", str(wav)])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["options"]["decoding"] == "attention_rescoring"

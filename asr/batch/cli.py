@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="padded fbank frames (10 ms) per model call (0: 4000 on a CPU, 80000 on a GPU)")
     run.add_argument("--max-batch", type=int, default=0, help="utterances per model call (0: 64 on a CPU, 256 on a GPU)")
     run.add_argument("--precision", choices=PRECISIONS, default="auto",
-                     help="auto: float32 on CPU, bf16/fp16 autocast on CUDA; bf16 is ~2x faster on CPUs with AVX512-BF16/AMX")
+                     help="auto: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32 on a CPU; bf16/fp16 on CUDA")
     run.add_argument("--workers", type=int, default=-1,
                      help="threads decoding and segmenting files ahead of the model (-1: none on a CPU, 2 with a GPU)")
     run.add_argument("--threads", type=int, default=0, help="torch threads (0: one per CPU core)")
