@@ -396,7 +396,7 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=32, help="batch limit of the batched runs")
     p.add_argument("--max-wait-ms", type=float, default=10.0)
     p.add_argument("--final-pass", choices=["auto", "full", "stream"], default="auto")
-    p.add_argument("--threads", type=int, default=0, help="server model threads (0: one per core)")
+    p.add_argument("--threads", type=int, default=0, help="server model threads (0: the server default, one per core but one)")
     p.add_argument("--no-unbatched", action="store_true", help="skip the --max-batch 1 runs")
     p.add_argument("--server-args", default="", help='more server flags, e.g. "--precision bf16 --history-ms 2560"')
     p.add_argument("--drain-timeout", type=float, default=120.0, help="wait for done after the last frame (s)")

@@ -33,9 +33,9 @@ def build_recognizer(settings: Settings):
 
     from asr.checkpoint import load_model_dir  # noqa: PLC0415
     from asr.config import ChunkConfig, DecodingConfig  # noqa: PLC0415
-    from asr.recognizer import Recognizer, command_precision  # noqa: PLC0415
+    from asr.recognizer import Recognizer, command_precision, default_threads  # noqa: PLC0415
 
-    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    torch.set_num_threads(settings.threads or default_threads())
     bundle = load_model_dir(settings.model)
     frame_ms = bundle.model.cfg.subsampling_rate * bundle.features.frame_shift_ms
     size = max(1, round(settings.chunk_ms / frame_ms)) if settings.chunk_ms else bundle.chunk.chunk_size

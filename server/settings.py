@@ -79,7 +79,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("blank_threshold", float, "a frame is silence when P(blank) exceeds this"),
     Option("vad", str, "silence detection for endpoints: CTC blanks, frame energy, or silero-vad (optional extra)",
            ("ctc", "energy", "silero")),
-    Option("threads", int, "torch threads for the model (0: one per CPU core)"),
+    Option("threads", int, "torch threads for the model (0: one per CPU core but one)"),
     Option("shutdown_timeout_s", float, "on SIGTERM, time given to sessions to flush their finals"),
     Option("log_level", str, "logging level", ("debug", "info", "warning", "error")),
     Option("http_port", int, "TCP port of the OpenAI-compatible HTTP API, POST /v1/audio/transcriptions (-1: off, 0: any free port; needs aiohttp)"),

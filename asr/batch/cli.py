@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..checkpoint import ModelDirError
 from ..config import ConfigError
-from ..recognizer import PRECISIONS
+from ..recognizer import PRECISIONS, default_threads
 from .engine import EngineOptions
 from .formats import FORMATS
 from .inputs import InputError, InputItem, expand_inputs
@@ -58,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="auto: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32 on a CPU; bf16/fp16 on CUDA")
     run.add_argument("--workers", type=int, default=-1,
                      help="threads decoding and segmenting files ahead of the model (-1: none on a CPU, 2 with a GPU)")
-    run.add_argument("--threads", type=int, default=0, help="torch threads (0: one per CPU core)")
+    run.add_argument("--threads", type=int, default=0, help="torch threads (0: one per CPU core but one)")
     ray = p.add_argument_group("cluster (pip install 'tingxie[cluster]')")
     ray.add_argument("--ray", metavar="ADDRESS", default=None,
                      help="run on Ray Data: 'auto' (the cluster this machine belongs to), 'local' (start one here), "
@@ -106,7 +105,7 @@ def run(args: argparse.Namespace, make_recognizer: Callable[[argparse.Namespace]
             raise ConfigError("--resume needs --output-dir (it skips inputs whose output file exists)")
         import torch  # noqa: PLC0415
 
-        torch.set_num_threads(args.threads or os.cpu_count() or 1)
+        torch.set_num_threads(args.threads or default_threads())
         try:
             rec = make_recognizer(args) if args.ray is None else make_recognizer(_on_cpu(args))
         except ModelDirError:
