@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import numpy as np
 import pytest
 
 from asr import g711

@@ -4,7 +4,6 @@ import argparse
 import json
 import shutil
 import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
