@@ -51,6 +51,14 @@ class ModelBundle:
     extra: dict[str, Any]
     decoder: AttentionDecoder | None = None  # attention decoder for rescoring, if the model has one
 
+    def streaming_chunk(self, chunk_ms: int = 0, history_ms: int = 0) -> ChunkConfig:
+        """Streaming chunk and attention history given in milliseconds (0: the model's
+        own), rounded to whole encoder frames and whole chunks."""
+        frame_ms = self.model.cfg.subsampling_rate * self.features.frame_shift_ms
+        size = max(1, round(chunk_ms / frame_ms)) if chunk_ms else self.chunk.chunk_size
+        left = max(1, round(history_ms / (size * frame_ms))) if history_ms else self.chunk.left_chunks
+        return ChunkConfig(size, left)
+
 
 def sha256(path: Path) -> str:
     h = hashlib.sha256()

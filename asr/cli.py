@@ -29,16 +29,11 @@ def _decoding_args(p: argparse.ArgumentParser) -> None:
 
 def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None, history_ms: int = 0):
     from .checkpoint import load_model_dir
-    from .config import ChunkConfig, ConfigError, DecodingConfig
+    from .config import ConfigError, DecodingConfig
     from .recognizer import Recognizer, command_precision
 
     bundle = load_model_dir(args.model or default_model_dir())
-    chunk = None
-    if chunk_ms:
-        frame_ms = bundle.model.cfg.subsampling_rate * bundle.features.frame_shift_ms
-        size = max(1, round(chunk_ms / frame_ms))
-        # As the server's --history-ms: attention history in whole chunks (-1: all).
-        chunk = ChunkConfig(size, max(1, round(history_ms / (size * frame_ms))) if history_ms else -1)
+    chunk = bundle.streaming_chunk(chunk_ms, history_ms) if chunk_ms else None
     precision = command_precision(getattr(args, "precision", "auto"), args.device)
     decoding = DecodingConfig(args.decoding, args.beam, rescoring=args.rescoring)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -93,8 +94,6 @@ def default_threads() -> int:
     search); measured on 2 cores, one model thread served 50 streams at a third of the
     final latency of two, and batch transcription in bf16 ran 1.5x faster
     (docs/benchmarks.md)."""
-    import os  # noqa: PLC0415
-
     return max(1, (os.cpu_count() or 1) - 1)
 
 
@@ -262,7 +261,9 @@ class Recognizer:
         """
         rescoring = self.decoding.rescoring if rescoring is None else rescoring
         self._check_rescoring(rescoring)
-        feats = self._features(audio, sample_rate)
+        return self._transcribe_features(self._features(audio, sample_rate), rescoring)
+
+    def _transcribe_features(self, feats: torch.Tensor, rescoring: bool) -> Result:
         long = feats.size(0) * self.features.frame_shift_ms / 1000 > self.max_full_context_s
         enc, logp = self._encode(feats, 64 if long else None, 8, rescoring)
         method = "prefix_beam" if rescoring else self.decoding.method
@@ -291,7 +292,7 @@ class Recognizer:
                 results[i] = r
         for i, r in enumerate(results):
             if r is None:
-                results[i] = self.transcribe(audios[i], sample_rate)
+                results[i] = self._transcribe_features(feats[i], self.decoding.rescoring)
         return results  # type: ignore[return-value]
 
     def rescore(

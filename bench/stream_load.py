@@ -155,20 +155,32 @@ class ClientResult:
     done: bool = False
 
 
+def frame_sent_at(sent_at: list[float], t: float) -> float | None:
+    """When the frame holding the audio up to time t (s) was sent, if it was."""
+    k = max(int(np.ceil(t / FRAME_S - 1e-6)) - 1, 0)
+    return sent_at[k] if k < len(sent_at) else None
+
+
+async def send_realtime(ws, audio: np.ndarray, sent_at: list[float]) -> None:
+    """Send `audio` in FRAME_S frames, each once it would have been recorded; note the
+    wall time each frame left in `sent_at`."""
+    frame = int(FRAME_S * 16000)
+    t0 = time.perf_counter()
+    for k in range(-(-audio.size // frame)):
+        delay = t0 + (k + 1) * FRAME_S - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent_at.append(time.perf_counter())
+        await ws.send(audio[k * frame : (k + 1) * frame].tobytes())
+
+
 async def client(url: str, audio: np.ndarray, start_delay: float, drain_timeout: float) -> ClientResult:
     ends = speech_ends(audio)
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
     res = ClientResult()
-    frame = int(FRAME_S * 16000)
-    n_frames = audio.size // frame
     sent_at: list[float] = []  # wall time each frame was sent
-
-    def sent_time(t: float) -> float | None:
-        k = max(int(np.ceil(t / FRAME_S - 1e-6)) - 1, 0)  # frame holding audio up to t
-        return sent_at[k] if k < len(sent_at) else None
-
     await asyncio.sleep(start_delay)
     try:
         async with connect(url, max_size=2**22, open_timeout=30) as ws:
@@ -177,12 +189,12 @@ async def client(url: str, audio: np.ndarray, start_delay: float, drain_timeout:
                 async for raw in ws:
                     now = time.perf_counter()
                     m = json.loads(raw)
-                    if m["type"] == "partial" and (t := sent_time(m["end"])) is not None:
+                    if m["type"] == "partial" and (t := frame_sent_at(sent_at, m["end"])) is not None:
                         res.partial_latency.append(now - t)
                     elif m["type"] == "final":
                         res.finals += 1
                         inside = ends[(ends >= m["start"]) & (ends <= m["end"] + FRAME_S)]
-                        if inside.size and (t := sent_time(float(inside[-1]))) is not None:
+                        if inside.size and (t := frame_sent_at(sent_at, float(inside[-1]))) is not None:
                             res.final_latency.append(now - t)
                     elif m["type"] == "error":
                         res.error = m["code"]
@@ -190,13 +202,7 @@ async def client(url: str, audio: np.ndarray, start_delay: float, drain_timeout:
                         res.done = True
 
             reader = asyncio.create_task(receive())
-            t0 = time.perf_counter()
-            for k in range(n_frames):
-                delay = t0 + (k + 1) * FRAME_S - time.perf_counter()  # audio exists once recorded
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                sent_at.append(time.perf_counter())
-                await ws.send(audio[k * frame : (k + 1) * frame].tobytes())
+            await send_realtime(ws, audio, sent_at)
             await ws.send('{"type": "end"}')
             try:
                 await asyncio.wait_for(reader, drain_timeout)
@@ -214,7 +220,6 @@ async def one_utterance(url: str, audio: np.ndarray, res: ClientResult, drain_ti
     latencies in `res`. True when `done` arrived."""
     from websockets.asyncio.client import connect
 
-    frame = int(FRAME_S * 16000)
     sent_at: list[float] = []
     end_at: float | None = None
     last_final: float | None = None
@@ -225,10 +230,8 @@ async def one_utterance(url: str, audio: np.ndarray, res: ClientResult, drain_ti
             async for raw in ws:
                 now = time.perf_counter()
                 m = json.loads(raw)
-                if m["type"] == "partial":
-                    j = max(int(np.ceil(m["end"] / FRAME_S - 1e-6)) - 1, 0)
-                    if j < len(sent_at):
-                        res.partial_latency.append(now - sent_at[j])
+                if m["type"] == "partial" and (t := frame_sent_at(sent_at, m["end"])) is not None:
+                    res.partial_latency.append(now - t)
                 elif m["type"] == "final":
                     res.finals += 1
                     if end_at is not None:
@@ -240,13 +243,7 @@ async def one_utterance(url: str, audio: np.ndarray, res: ClientResult, drain_ti
             return False
 
         reader = asyncio.create_task(receive())
-        t0 = time.perf_counter()
-        for j in range(-(-audio.size // frame)):
-            delay = t0 + (j + 1) * FRAME_S - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent_at.append(time.perf_counter())
-            await ws.send(audio[j * frame : (j + 1) * frame].tobytes())
+        await send_realtime(ws, audio, sent_at)
         end_at = time.perf_counter()
         await ws.send('{"type": "end"}')
         try:

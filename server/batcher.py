@@ -226,7 +226,8 @@ class Batcher:
                     item.future.set_exception(outcome)
                 else:
                     item.future.set_result(outcome)
-            self._busy.append((loop.time(), loop.time() - t0))
+            t1 = loop.time()
+            self._busy.append((t1, t1 - t0))
             if stats is not None and self.on_batch is not None:
                 wait = max(t0 - i.t for i in batch)
                 self.on_batch(dataclasses.replace(stats, max_wait_seconds=wait))
@@ -262,7 +263,6 @@ class Batcher:
         """Run one batch on the worker thread; waits: how long each request queued (s);
         busy: the worker's recent busy fraction (`busy_fraction`)."""
         t0 = time.perf_counter()
-        skipped_before = self.passes_skipped
         waits = waits or [0.0] * len(requests)
         skip_pass = self.final_pass_max_wait
         outcomes: list[Any] = [False] * len(requests)
@@ -300,14 +300,14 @@ class Batcher:
         budget = max(t2 - t1, MIN_FINAL_BUDGET_S)
         passes: list[int] = []
         planned = 0.0
-        finals = 0
+        finals = skipped = 0
         for i, req in enumerate(requests):
             if not isinstance(req, FinalRequest):
                 continue
             full = req.audio is not None
             if full and skip_pass is not None and (waits[i] >= skip_pass or busy > MAX_BUSY_FOR_PASSES):
                 full = False  # auto: late, or no spare capacity: the streaming result it is
-                self.passes_skipped += 1
+                skipped += 1
             cost = req.audio.size / req.sample_rate * self._final_cost_per_s if full else 0.0
             if full and passes and (not self._final_cost_per_s or planned + cost > budget):
                 outcomes[i] = DEFERRED
@@ -329,8 +329,8 @@ class Batcher:
             audio_s += pass_audio
             self._final_cost_per_s = (time.perf_counter() - t_pass) / max(pass_audio, 1e-3)
         t3 = time.perf_counter()
-        stats = BatchStats(len(requests), len(stepping), finals, t3 - t0, t2 - t1, audio_s, 0.0,
-                           self.passes_skipped - skipped_before)
+        stats = BatchStats(len(requests), len(stepping), finals, t3 - t0, t2 - t1, audio_s, 0.0, skipped)
+        self.passes_skipped += skipped
         return outcomes, stats
 
     def _full_passes(self, requests: list[FinalRequest]) -> list[Any]:

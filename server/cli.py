@@ -32,15 +32,12 @@ def build_recognizer(settings: Settings):
     import torch  # noqa: PLC0415
 
     from asr.checkpoint import load_model_dir  # noqa: PLC0415
-    from asr.config import ChunkConfig, DecodingConfig  # noqa: PLC0415
+    from asr.config import DecodingConfig  # noqa: PLC0415
     from asr.recognizer import Recognizer, command_precision, default_threads  # noqa: PLC0415
 
     torch.set_num_threads(settings.threads or default_threads())
     bundle = load_model_dir(settings.model)
-    frame_ms = bundle.model.cfg.subsampling_rate * bundle.features.frame_shift_ms
-    size = max(1, round(settings.chunk_ms / frame_ms)) if settings.chunk_ms else bundle.chunk.chunk_size
-    left = max(1, round(settings.history_ms / (size * frame_ms))) if settings.history_ms else bundle.chunk.left_chunks
-    chunk = ChunkConfig(size, left)
+    chunk = bundle.streaming_chunk(settings.chunk_ms, settings.history_ms)
     decoding = DecodingConfig(settings.decoding, settings.beam, rescoring=settings.rescoring)
     try:
         return Recognizer(bundle, settings.device, decoding, chunk, blank_threshold=settings.blank_threshold,

@@ -49,21 +49,26 @@ def ws_url(app, path: str) -> str:
     return f"ws://127.0.0.1:{app.port}{path}"
 
 
+async def read_all(ws) -> list[dict]:
+    """Every JSON message until the server closes the connection."""
+    out = []
+    try:
+        async for m in ws:
+            out.append(json.loads(m))
+    except ConnectionClosed:
+        pass
+    return out
+
+
 async def subscribe(app, call_id: str) -> tuple[asyncio.Task, asyncio.Event]:
     """Subscribe to a call's events: a task collecting them until the server closes,
     and an event set once the subscription is open."""
     ready = asyncio.Event()
 
     async def run() -> list[dict]:
-        out = []
         async with connect(ws_url(app, f"/v1/calls/{call_id}/events")) as ws:
             ready.set()
-            try:
-                async for m in ws:
-                    out.append(json.loads(m))
-            except ConnectionClosed:
-                pass
-        return out
+            return await read_all(ws)
 
     task = asyncio.create_task(run())
     await asyncio.wait_for(ready.wait(), 5)

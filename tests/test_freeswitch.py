@@ -11,12 +11,11 @@ import json
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from asr.recognizer import Recognizer
 from server.telephony.freeswitch import ForkError, fork_config
 
-from .callhelpers import TEXTS, finals, running, speech, subscribe, ws_url
+from .callhelpers import TEXTS, finals, read_all, running, speech, subscribe, ws_url
 from .conftest import needs_espeak
 
 pytestmark = needs_espeak
@@ -31,16 +30,6 @@ def stereo(left: np.ndarray, right: np.ndarray) -> bytes:
     n = max(left.size, right.size)
     left, right = np.pad(left, (0, n - left.size)), np.pad(right, (0, n - right.size))
     return np.stack([left, right], axis=1).astype("<i2").tobytes()
-
-
-async def read_all(ws) -> list[dict]:
-    out = []
-    try:
-        async for m in ws:
-            out.append(json.loads(m))
-    except ConnectionClosed:
-        pass
-    return out
 
 
 async def test_audio_fork_stereo_in_band_results_and_flush(rec, tmp_path):

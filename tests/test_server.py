@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 from asr import g711
 from asr.recognizer import Recognizer
@@ -28,7 +28,7 @@ from server.settings import Settings
 
 # `running`: a server on 127.0.0.1 with long endpoint times (one utterance per test
 # stream, so its final equals transcribe()) and one model thread.
-from .callhelpers import ONE_UTTERANCE, running
+from .callhelpers import ONE_UTTERANCE, read_all, running
 from .conftest import speech_like
 
 
@@ -52,13 +52,7 @@ def pcm16(audio: np.ndarray) -> np.ndarray:
 
 
 async def collect(ws) -> tuple[list[dict], int | None]:
-    msgs = []
-    try:
-        async for m in ws:
-            msgs.append(json.loads(m))
-    except ConnectionClosed:
-        pass
-    return msgs, ws.close_code
+    return await read_all(ws), ws.close_code
 
 
 async def stream(app, data: bytes, frame: int = 3200, query: str = "", start: dict | None = None, **kw):

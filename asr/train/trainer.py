@@ -395,6 +395,11 @@ class Trainer:
         model.train()
         return out
 
+    def _averaged(self, paths: list[Path]) -> CTCModel:
+        model = CTCModel(self.model_cfg)
+        model.load_state_dict(_average(paths))
+        return model
+
     def export(self) -> Path:
         """Write the model directory from the newest checkpoints.
 
@@ -406,25 +411,22 @@ class Trainer:
         `average_last` are averaged."""
         ckpts = sorted(self.exp.glob("ckpt_e*.pt"))  # names sort in training order
         choices = [ckpts[-k:] for k in range(1, min(self.cfg.average_last, len(ckpts)) + 1)]
-        model = CTCModel(self.model_cfg)
         chosen: list[Path] = []
         scores: dict[str, dict[str, float]] = {}
         if not choices:
-            model.load_state_dict(self.model.state_dict())
+            model = self.model
         elif not self.dev_utts or len(choices) == 1:
             chosen = choices[-1]
-            model.load_state_dict(_average(chosen))
+            model = self._averaged(chosen)
         else:
             best = math.inf
             for group in choices:
-                candidate = CTCModel(self.model_cfg)
-                candidate.load_state_dict(_average(group))
+                candidate = self._averaged(group)
                 cer = self.evaluate(candidate)
                 scores[f"average of {len(group)}"] = cer
                 self.log(f"export candidate: average of the last {len(group)} checkpoints: {json.dumps(cer)}")
                 if sum(cer.values()) / len(cer) < best:
-                    best, chosen = sum(cer.values()) / len(cer), group
-                    model.load_state_dict(candidate.state_dict())
+                    best, chosen, model = sum(cer.values()) / len(cer), group, candidate
         out = self.exp / "model"
         save_model_dir(
             out,
