@@ -125,7 +125,7 @@ def test_pinyin_units_encode_han_syllables_and_skip_other_text(tmp_path):
 
 
 @needs_espeak
-def test_auxiliary_pinyin_head_trains_resumes_and_stays_out_of_the_model(tiny_corpus, tmp_path):
+def test_auxiliary_pinyin_head_and_flat_start_train_resume_and_stay_out_of_the_model(tiny_corpus, tmp_path):
     import torch
 
     from asr.checkpoint import load_model_dir
@@ -134,7 +134,7 @@ def test_auxiliary_pinyin_head_trains_resumes_and_stays_out_of_the_model(tiny_co
         exp_dir=str(tmp_path / "exp"), train_manifest=str(tiny_corpus / "train.jsonl"),
         model=dict(output_size=32, attention_heads=2, linear_units=64, num_blocks=1, cnn_module_kernel=3),
         batch_seconds=100, warmup_steps=2, bf16=False, progress=False, average_last=1, log_interval=1,
-        aux_pinyin_weight=0.5, name="aux-test",
+        aux_pinyin_weight=0.5, flat_start_steps=3, name="aux-test",
     )
     logs: list[str] = []
     train(TrainConfig(epochs=2, **base), log=logs.append)

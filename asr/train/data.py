@@ -11,7 +11,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from ..tokens import Tokenizer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Utterance", "read_manifest", "duration_batches", "UtteranceDataset", "collate"]
+__all__ = ["Utterance", "read_manifest", "duration_batches", "UtteranceDataset", "Item", "Batch", "collate"]
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,26 @@ def duration_batches(
     return batches
 
 
+class Item(NamedTuple):
+    feats: torch.Tensor  # (T, F)
+    tokens: list[int]
+    aux: list[int] | None = None  # auxiliary CTC targets (pinyin syllables)
+    speech: torch.Tensor | None = None  # (T,) bool speech mask from the unaugmented features (flat start)
+
+
+class Batch(NamedTuple):
+    feats: torch.Tensor  # (B, T, F)
+    feat_lens: torch.Tensor  # (B,)
+    targets: torch.Tensor  # (B, U), padded with -1
+    target_lens: torch.Tensor  # (B,)
+    aux: torch.Tensor | None = None
+    aux_lens: torch.Tensor | None = None
+    speech: torch.Tensor | None = None  # (B, T) bool, padded with False
+
+
 class UtteranceDataset(torch.utils.data.Dataset):
-    """Index -> (features (T, F), token ids). Augmentation hooks run on the waveform
-    (`wave_aug(wav, rng)`) and on the features (`feat_aug(feats, rng)`)."""
+    """Index -> Item (features (T, F), token ids, ...). Augmentation hooks run on the
+    waveform (`wave_aug(wav, rng)`) and on the features (`feat_aug(feats, rng)`)."""
 
     def __init__(
         self,
@@ -101,6 +118,7 @@ class UtteranceDataset(torch.utils.data.Dataset):
         feat_aug: Callable[[torch.Tensor, np.random.Generator], torch.Tensor] | None = None,
         seed: int = 0,
         aux_encode: Callable[[str], list[int]] | None = None,
+        speech_mask: bool = False,
     ) -> None:
         self.utts = list(utts)
         self.tokenizer = tokenizer
@@ -109,6 +127,7 @@ class UtteranceDataset(torch.utils.data.Dataset):
         self.feat_aug = feat_aug
         self.seed = seed
         self.aux_encode = aux_encode  # second target sequence per item (auxiliary CTC)
+        self.speech_mask = speech_mask  # per-frame speech mask for flat-start targets
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -121,7 +140,7 @@ class UtteranceDataset(torch.utils.data.Dataset):
             wav = resample(torch.from_numpy(wav), rate, self.features.sample_rate).numpy()
         return wav
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, list[int]] | tuple[torch.Tensor, list[int], list[int]] | None:
+    def __getitem__(self, i: int) -> Item | None:
         rng = np.random.default_rng((self.seed, self.epoch, i))
         try:
             wav = self.load(i)
@@ -132,12 +151,15 @@ class UtteranceDataset(torch.utils.data.Dataset):
         if self.wave_aug is not None:
             wav = self.wave_aug(wav, rng)
         feats = fbank(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), self.features)
+        speech = None
+        if self.speech_mask:  # before SpecAugment, whose masks would read as silence
+            from .flat_start import speech_frames
+
+            speech = speech_frames(feats)
         if self.feat_aug is not None:
             feats = self.feat_aug(feats, rng)
-        tokens = self.tokenizer.encode(self.utts[i].text)
-        if self.aux_encode is not None:
-            return feats, tokens, self.aux_encode(self.utts[i].text)
-        return feats, tokens
+        text = self.utts[i].text
+        return Item(feats, self.tokenizer.encode(text), self.aux_encode(text) if self.aux_encode else None, speech)
 
 
 def _pad_targets(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,16 +170,19 @@ def _pad_targets(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, lens
 
 
-def collate(items: list[tuple | None]) -> tuple[torch.Tensor, ...]:
-    """-> feats (B, T, F), feat_lens (B,), targets (B, U) padded with -1, target_lens (B,),
-    and, for items with auxiliary targets, aux_targets and aux_lens likewise. Skipped
-    (None) items are dropped; an all-skipped batch has B = 0."""
+def collate(items: list[Item | None]) -> Batch:
+    """Pad a list of items into a Batch; auxiliary targets and speech masks are included
+    when the items have them. Skipped (None) items are dropped; an all-skipped batch has B = 0."""
     items = [it for it in items if it is not None]
     if not items:
-        return torch.zeros(0, 0, 80), torch.zeros(0, dtype=torch.long), torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, dtype=torch.long)
-    feats = torch.nn.utils.rnn.pad_sequence([it[0] for it in items], batch_first=True)
-    feat_lens = torch.tensor([it[0].size(0) for it in items])
-    targets, target_lens = _pad_targets([it[1] for it in items])
-    if len(items[0]) == 3:
-        return (feats, feat_lens, targets, target_lens, *_pad_targets([it[2] for it in items]))
-    return feats, feat_lens, targets, target_lens
+        return Batch(torch.zeros(0, 0, 80), torch.zeros(0, dtype=torch.long), torch.zeros(0, 1, dtype=torch.long),
+                     torch.zeros(0, dtype=torch.long))
+    feats = torch.nn.utils.rnn.pad_sequence([it.feats for it in items], batch_first=True)
+    feat_lens = torch.tensor([it.feats.size(0) for it in items])
+    targets, target_lens = _pad_targets([it.tokens for it in items])
+    aux = aux_lens = speech = None
+    if items[0].aux is not None:
+        aux, aux_lens = _pad_targets([it.aux for it in items])
+    if items[0].speech is not None:
+        speech = torch.nn.utils.rnn.pad_sequence([it.speech for it in items], batch_first=True)
+    return Batch(feats, feat_lens, targets, target_lens, aux, aux_lens, speech)

@@ -26,7 +26,7 @@ from ..decoding import GreedyDecoder
 from ..metrics import ErrorCounts
 from ..model.conformer import CTCModel
 from ..tokens import Tokenizer, train_units
-from .data import UtteranceDataset, collate, duration_batches, read_manifest
+from .data import Batch, UtteranceDataset, collate, duration_batches, read_manifest
 
 __all__ = ["TrainConfig", "train", "load_train_config"]
 
@@ -72,6 +72,11 @@ class TrainConfig:
     # Weight of an auxiliary CTC loss on toneless pinyin syllables (asr/train/pinyin_aux.py;
     # training only): 0 turns it off.
     aux_pinyin_weight: float = 0.0
+    # Flat start (asr/train/flat_start.py): frame cross-entropy on transcripts spread evenly
+    # over each utterance's speech frames, for both heads, weighted flat_start_weight at
+    # step 0 and fading linearly to nothing at flat_start_steps. 0 steps turns it off.
+    flat_start_steps: int = 0
+    flat_start_weight: float = 1.0
     name: str = "tingxie"
     log_interval: int = 50
     progress: bool = True
@@ -194,7 +199,7 @@ class Trainer:
             self.aux_head = torch.nn.Linear(self.model_cfg.output_size, len(pinyin))
             aux_encode = pinyin.encode
         self.train_set = UtteranceDataset(self.train_utts, self.tokenizer, FeatureConfig(), wave_aug, feat_aug, cfg.seed,
-                                          aux_encode)
+                                          aux_encode, speech_mask=cfg.flat_start_steps > 0)
         self.batches_per_epoch = len(duration_batches(self.train_utts, cfg.batch_seconds, 0))
         self.total_steps = self.batches_per_epoch * cfg.epochs
         params = list(self.model.parameters()) + (list(self.aux_head.parameters()) if self.aux_head else [])
@@ -314,7 +319,7 @@ class Trainer:
             self.model.train()
             loss_sum, n_batches, audio_s, t0 = 0.0, 0, 0.0, time.monotonic()
             for batch in loader:
-                feat_lens = batch[1]
+                feat_lens = batch.feat_lens
                 loss, n_frames = self._train_step(batch, rng) if len(feat_lens) else (0.0, 0)
                 loss_sum += loss
                 n_batches += 1
@@ -345,26 +350,39 @@ class Trainer:
             self.batch_in_epoch = 0
         return self.export()
 
-    def _train_step(self, batch: tuple[torch.Tensor, ...], rng: random.Random) -> tuple[float, int]:
-        """One update on a collated batch (feats, feat_lens, targets, target_lens[, aux_targets, aux_lens])."""
-        feats, feat_lens, targets, target_lens = batch[:4]
+    def _flat_start_weight(self) -> float:
+        cfg = self.cfg
+        if self.step >= cfg.flat_start_steps:
+            return 0.0
+        return cfg.flat_start_weight * (1.0 - self.step / cfg.flat_start_steps)
+
+    def _train_step(self, batch: Batch, rng: random.Random) -> tuple[float, int]:
+        """One update on a collated batch."""
         cfg = self.cfg
         factor = _lr_factor(self.step, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio, cfg.schedule)
         for g in self.opt.param_groups:
             g["lr"] = cfg.lr * factor
         chunk, left = _sample_chunk(cfg, rng)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            enc, logp, lens = self.model.forward_with_encoder(feats, feat_lens, chunk, left)
+            enc, logp, lens = self.model.forward_with_encoder(batch.feats, batch.feat_lens, chunk, left)
             aux_logp = None
-            if self.aux_head is not None and len(batch) == 6:
+            if self.aux_head is not None and batch.aux is not None:
                 aux_logp = torch.log_softmax(self.aux_head(enc).float(), dim=-1)
-        ok = target_lens <= lens  # CTC cannot align more tokens than frames
+        ok = batch.target_lens <= lens  # CTC cannot align more tokens than frames
         if not bool(ok.any()):
             return 0.0, 0
-        char_loss = loss = _ctc(logp, lens, targets, target_lens, ok)
+        char_loss = loss = _ctc(logp, lens, batch.targets, batch.target_lens, ok)
+        flat = self._flat_start_weight() if batch.speech is not None else 0.0
+        if flat > 0:
+            loss = loss + flat * _frame_ce(logp, batch.speech, batch.feat_lens, batch.targets, batch.target_lens,
+                                           self.model_cfg.input_layer)
         if aux_logp is not None:
+            aux = _ctc(aux_logp, lens, batch.aux, batch.aux_lens, ok & (batch.aux_lens <= lens))
+            if flat > 0:
+                aux = aux + flat * _frame_ce(aux_logp, batch.speech, batch.feat_lens, batch.aux, batch.aux_lens,
+                                             self.model_cfg.input_layer)
             w = cfg.aux_pinyin_weight
-            loss = (1 - w) * loss + w * _ctc(aux_logp, lens, batch[4], batch[5], ok & (batch[5] <= lens))
+            loss = (1 - w) * loss + w * aux
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -385,8 +403,8 @@ class Trainer:
                 idx = [i for i, it in items if it is not None]
                 if not idx:
                     continue
-                feats, lens, _, _ = collate([it for _, it in items])
-                logp, olens = model(feats, lens, chunk, -1)
+                b = collate([it for _, it in items])
+                logp, olens = model(b.feats, b.feat_lens, chunk, -1)
                 for k, i in enumerate(idx):
                     dec = GreedyDecoder()
                     dec.advance(logp[k, : olens[k]])
@@ -453,6 +471,21 @@ def _ctc(logp: torch.Tensor, lens: torch.Tensor, targets: torch.Tensor, target_l
         reduction="sum",
         zero_infinity=True,
     ) / max(int(ok.sum()), 1)
+
+
+def _frame_ce(logp: torch.Tensor, speech: torch.Tensor, feat_lens: torch.Tensor, targets: torch.Tensor,
+              target_lens: torch.Tensor, input_layer: str) -> torch.Tensor:
+    """Flat-start cross-entropy (asr/train/flat_start.py), summed over each utterance's
+    frames and divided by the number of utterances, like `_ctc`."""
+    from .flat_start import IGNORE, uniform_targets
+
+    labels = torch.full(logp.shape[:2], IGNORE, dtype=torch.long)
+    for k in range(logp.size(0)):
+        lab = uniform_targets(speech[k, : feat_lens[k]], targets[k, : target_lens[k]].tolist(), input_layer)
+        n = min(lab.numel(), labels.size(1))
+        labels[k, :n] = lab[:n]
+    ce = torch.nn.functional.nll_loss(logp.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+    return ce / max(logp.size(0), 1)
 
 
 def _average(paths: list[Path]) -> dict[str, torch.Tensor]:
