@@ -77,10 +77,14 @@ def save_model_dir(
     chunk: ChunkConfig = ChunkConfig(),
     extra: dict[str, Any] | None = None,
     decoder: AttentionDecoder | None = None,
+    weights_dtype: torch.dtype = torch.float32,
 ) -> Path:
     """Write a complete model directory. The tokenizer files are copied from tokenizer_dir
     (which may be `out` itself); CMVN is taken from the model's buffers. An attention
-    decoder, if given, goes to decoder.safetensors with its config in config.json."""
+    decoder, if given, goes to decoder.safetensors with its config in config.json.
+
+    `weights_dtype=torch.float16` stores floating-point weights at half the size (what the
+    repository ships, to keep its history small); loading casts them back to float32."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer_dir = Path(tokenizer_dir)
@@ -91,9 +95,10 @@ def save_model_dir(
     if not (tokenizer_dir / BPE).exists() and (out / BPE).exists():
         (out / BPE).unlink()
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    mean, istd = (state.pop(k) for k in _CMVN_KEYS)
+    mean, istd = (state.pop(k).float() for k in _CMVN_KEYS)
     # BatchNorm's step counter is training bookkeeping, not a weight.
-    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    state = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in state.items()
+             if not k.endswith("num_batches_tracked")}
     save_file(state, str(out / WEIGHTS))
     (out / CMVN).write_text(json.dumps({"mean": mean.tolist(), "istd": istd.tolist()}) + "\n")
     files += [WEIGHTS, CMVN]

@@ -29,6 +29,22 @@ def test_round_trip_preserves_outputs(random_model_dir):
     assert set(files) == {"model.safetensors", "cmvn.json", "units.txt"}
 
 
+def test_half_precision_weights_load_as_float32_with_the_same_outputs(tmp_path):
+    ref = random_model()
+    write_units(units(), tmp_path / "units.txt")
+    full = save_model_dir(tmp_path / "full", ref, tmp_path, "m")
+    half = save_model_dir(tmp_path / "half", ref, tmp_path, "m", weights_dtype=torch.float16)
+    size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(half) < 0.55 * size(full)
+    bundle = load_model_dir(half)
+    assert all(p.dtype == torch.float32 for p in bundle.model.parameters())
+    feats = 10 + 3 * torch.randn(1, 90, 80)
+    with torch.no_grad():
+        a, _ = bundle.model(feats, torch.tensor([90]))
+        b, _ = ref(feats, torch.tensor([90]))
+    assert torch.allclose(a, b, atol=0.02) and torch.equal(a.argmax(-1), b.argmax(-1))
+
+
 def test_checksum_mismatch_is_named(random_model_dir, tmp_path):
     d = copy_dir(random_model_dir, tmp_path)
     (d / "units.txt").write_text((d / "units.txt").read_text().replace("的", "地", 1))

@@ -78,6 +78,7 @@ class TrainConfig:
     flat_start_steps: int = 0
     flat_start_weight: float = 1.0
     name: str = "tingxie"
+    export_dtype: str = "float32"  # weights of the exported model directory: float32 | float16 (half the size)
     log_interval: int = 50
     progress: bool = True
     streaming_chunk: int = 16
@@ -105,6 +106,8 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
     cfg = from_dict(TrainConfig, expand(data))
     if cfg.schedule not in ("cosine", "noam"):
         raise ConfigError("schedule must be cosine or noam")
+    if cfg.export_dtype not in ("float32", "float16"):
+        raise ConfigError("export_dtype must be float32 or float16")
     return cfg
 
 
@@ -454,6 +457,7 @@ class Trainer:
             FeatureConfig(),
             ChunkConfig(self.cfg.streaming_chunk, -1),
             {"averaged_checkpoints": [p.name for p in chosen], "export_dev_cer": scores, "train_config": asdict(self.cfg)},
+            weights_dtype=getattr(torch, self.cfg.export_dtype),
         )
         self.log(f"exported {out} (averaged {len(chosen)} checkpoints: {', '.join(p.name for p in chosen)})")
         return out
