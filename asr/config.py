@@ -42,12 +42,20 @@ class FeatureConfig:
     frame_length_ms: float = 25.0
     frame_shift_ms: float = 10.0
     dither: float = 0.0
+    # Each log-mel value is at least that of white noise with this standard deviation (in
+    # int16 steps); 0 turns the floor off. Digital silence (exact zeros: padded files,
+    # muted microphones, telephony comfort gaps) otherwise gives log(0)-floor features
+    # far outside anything a model trained with dither has seen, and it stops reading
+    # those frames as blank. The floor is a deterministic stand-in for Kaldi's dither 1.0.
+    noise_floor: float = 1.0
 
     def __post_init__(self) -> None:
         if self.sample_rate != 16000:
             raise ConfigError("models run on 16 kHz features; input is resampled to it")
         if self.num_mel_bins <= 0:
             raise ConfigError("num_mel_bins must be positive")
+        if self.noise_floor < 0:
+            raise ConfigError("noise_floor must be 0 (off) or positive")
 
     @property
     def window(self) -> int:

@@ -8,6 +8,8 @@ keeps exactly the input history that its filter needs).
 
 from __future__ import annotations
 
+import functools
+
 import math
 
 import numpy as np
@@ -156,6 +158,26 @@ class StreamingResampler:
 _BLOCK_FRAMES = 32
 
 
+def _kaldi_fbank(samples: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
+    return kaldi.fbank(
+        samples[None] * 32768.0,
+        num_mel_bins=cfg.num_mel_bins,
+        frame_length=cfg.frame_length_ms,
+        frame_shift=cfg.frame_shift_ms,
+        dither=cfg.dither,
+        energy_floor=0.0,
+        sample_frequency=cfg.sample_rate,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _floor(cfg: FeatureConfig) -> torch.Tensor:
+    """(num_mel_bins,) mean log-mel of 2 s of white noise at cfg.noise_floor int16 steps
+    (fixed seed: the same floor in every process)."""
+    noise = torch.randn(2 * cfg.sample_rate, generator=torch.Generator().manual_seed(0)) * (cfg.noise_floor / 32768.0)
+    return _kaldi_fbank(noise, cfg).mean(dim=0)
+
+
 def _fbank_frames(audio: torch.Tensor, first: int, count: int, cfg: FeatureConfig) -> torch.Tensor:
     """Frames [first, first+count) of `audio` (which holds every sample they need)."""
     out = []
@@ -165,16 +187,10 @@ def _fbank_frames(audio: torch.Tensor, first: int, count: int, cfg: FeatureConfi
         need = (_BLOCK_FRAMES - 1) * cfg.shift + cfg.window
         if seg.numel() < need:
             seg = torch.nn.functional.pad(seg, (0, need - seg.numel()))
-        feats = kaldi.fbank(
-            seg[None] * 32768.0,
-            num_mel_bins=cfg.num_mel_bins,
-            frame_length=cfg.frame_length_ms,
-            frame_shift=cfg.frame_shift_ms,
-            dither=cfg.dither,
-            energy_floor=0.0,
-            sample_frequency=cfg.sample_rate,
-        )
-        out.append(feats[:n])
+        feats = _kaldi_fbank(seg, cfg)[:n]
+        if cfg.noise_floor > 0:
+            feats = torch.maximum(feats, _floor(cfg))
+        out.append(feats)
     return torch.cat(out) if out else torch.zeros(0, cfg.num_mel_bins)
 
 
@@ -187,7 +203,8 @@ def fbank(audio: torch.Tensor, cfg: FeatureConfig = FeatureConfig()) -> torch.Te
     """Log-mel fbank of 16 kHz float audio in [-1, 1]: (frames, num_mel_bins).
 
     Matches WeNet: Kaldi fbank on int16-scaled samples, povey window, pre-emphasis 0.97,
-    DC removal, snip_edges, energy_floor 0, dither 0 at inference.
+    DC removal, snip_edges, energy_floor 0, dither 0 at inference; then each value is
+    raised to `cfg.noise_floor`'s (digital silence reads like faint noise).
     """
     audio = to_float32(audio)
     return _fbank_frames(audio, 0, num_frames(audio.numel(), cfg), cfg)

@@ -26,6 +26,23 @@ def test_fbank_matches_kaldi_as_wenet_calls_it():
     assert torch.allclose(ours, ref, atol=1e-4)
 
 
+def test_digital_silence_reads_like_faint_noise():
+    from asr.config import FeatureConfig
+
+    silence = torch.zeros(16000)
+    raw = fbank(silence, FeatureConfig(noise_floor=0.0))
+    assert raw.max() < -15  # log of the floating-point floor: nothing a model has heard
+    floored = fbank(silence)
+    noise = torch.randn(48000, generator=torch.Generator().manual_seed(5)) / 32768.0  # white noise, 1 int16 step
+    level = fbank(noise, FeatureConfig(noise_floor=0.0)).mean(0)
+    assert torch.allclose(floored, level.expand_as(floored), atol=0.5)  # two noise estimates
+    # Speech is far above the floor and keeps Kaldi's values (test above); quiet passages
+    # inside it do reach the floor, identically whole and streamed.
+    x = torch.cat([torch.from_numpy(speech_like(1.0)), torch.zeros(8000), torch.from_numpy(speech_like(0.5))])
+    stream = StreamingFbank()
+    assert torch.equal(torch.cat([stream.accept(p) for p in x.split(777)]), fbank(x))
+
+
 def test_int16_input_is_scaled():
     x = speech_like(0.5)
     pcm = (x * 32767).astype(np.int16)

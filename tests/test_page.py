@@ -199,6 +199,59 @@ async def test_page_shows_the_transcript_of_the_microphone(tone_model_dir, tmp_p
     assert all("–" in t for t in times) and state in ("done", "closed")
 
 
+SPOKEN = ["请帮我转人工服务", "今天天气很好", "我的订单还没有到"]
+
+
+async def test_page_transcribes_mandarin_with_the_shipped_model(tmp_path):
+    """Mandarin (espeak-ng, three sentences with pauses) through Chromium's microphone, the
+    page and the server's default settings, recognised by models/default."""
+    from asr.audio import read_audio
+    from asr.metrics import ErrorCounts
+
+    from .conftest import ESPEAK, espeak
+
+    model = Path(__file__).resolve().parents[1] / "models" / "default"
+    if ESPEAK is None:
+        pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
+    pieces = []
+    for k, text in enumerate(SPOKEN):
+        audio, rate = read_audio(espeak(text, tmp_path / f"s{k}.wav"))
+        pieces += [audio[0], np.zeros(int(1.2 * rate), np.float32)]  # a pause after each: an endpoint
+    audio = np.concatenate([np.zeros(rate // 2, np.float32), *pieces])
+    wav = write_wav(tmp_path / "speech.wav", audio, rate)
+    rec = Recognizer.from_dir(model, device="cpu")
+    direct = ErrorCounts()
+    direct.add("".join(SPOKEN), rec.transcribe(audio, rate).text)
+    if direct.cer > 0.5:
+        pytest.skip(f"models/default does not read this speech well enough yet (CER {direct.cer:.0%} on the file)")
+
+    app = App(Settings(model=model, host="127.0.0.1", port=0, threads=1), rec)
+    await app.start()
+    try:
+        async with async_playwright() as p:
+            browser = await launch(p, wav)
+            page = await browser.new_page()
+            await page.goto(f"http://127.0.0.1:{app.port}/")
+            await page.click("#start")
+            await page.wait_for_selector('#state[data-state="listening"]', timeout=15_000)
+            await page.wait_for_function("n => document.querySelectorAll('#finals .text').length >= n",
+                                         arg=len(SPOKEN), timeout=len(audio) / rate * 1000 + 20_000)
+            await page.click("#stop")
+            await page.wait_for_function("['closed', 'done'].includes(document.body.dataset.state)", timeout=15_000)
+            finals = await page.eval_on_selector_all("#finals .text", "els => els.map(e => e.textContent)")
+            error = await page.inner_text("#error")
+            await browser.close()
+    finally:
+        await app.shutdown()
+    assert error == ""
+    assert len(finals) == len(SPOKEN)  # one final per sentence: the pauses were endpoints
+    heard = ErrorCounts()
+    heard.add("".join(SPOKEN), "".join(finals))
+    # Chromium resamples the file twice and starts it anywhere, so the text may differ a
+    # little from the direct transcription, but not by much.
+    assert heard.cer <= direct.cer + 0.15, (finals, heard.cer, direct.cer)
+
+
 async def test_page_shows_connection_errors(random_model_dir):
     rec = Recognizer.from_dir(random_model_dir, device="cpu")
     app = App(Settings(model=random_model_dir, host="127.0.0.1", port=0, api_key=("secret",), threads=1), rec)
