@@ -115,7 +115,7 @@ class Settings:
     beam: int = 10
     rescoring: bool = False
     chunk_ms: int = 0
-    history_ms: int = 0
+    history_ms: int = 2560  # bounded attention history: per-step cost stays flat (docs/deployment.md)
     precision: str = "auto"
     endpoint_silence_ms: int = 800
     no_speech_ms: int = 5000

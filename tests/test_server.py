@@ -460,7 +460,9 @@ def test_build_recognizer_from_settings(random_model_dir):
     rec = build_recognizer(Settings(model=random_model_dir, chunk_ms=320, history_ms=1280, threads=1, vad="energy"))
     assert rec.chunk == ChunkConfig(8, 4) and rec.blank_threshold == 0.8
     auto = build_recognizer(Settings(model=random_model_dir, threads=1))
-    assert auto.chunk == rec.bundle.chunk
+    size = rec.bundle.chunk.chunk_size  # the model's chunk (4 frames: 160 ms); history bounded to 2560 ms
+    assert auto.chunk == ChunkConfig(size, 16)
+    assert build_recognizer(Settings(model=random_model_dir, threads=1, history_ms=0)).chunk == rec.bundle.chunk
     assert auto.compute_dtype == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
     assert vad_factory(Settings(vad="energy")).__name__ == "EnergyVad" and vad_factory(Settings()) is None
     with pytest.raises(ConfigError):
