@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import voices
-from .text_sources import SOURCES, build_pool, join_segments, text_len
+from .text_sources import build_pool, join_segments, text_len
 
 log = logging.getLogger("asr.data.synth")
 

@@ -176,8 +176,8 @@ TEMPLATES: list[Callable[[_Ctx], str]] = [
     lambda c: f"请问{c.c(BANKS)}在{c.city()}有几个网点？最近的在哪里",
     lambda c: f"这笔{c.amount()}元的交易不是我本人操作的，我要申请冻结",
     lambda c: f"您的贷款{c.amount()}元已经审批通过，年化利率{c.pct()}",
-    lambda c: f"请您登录手机银行APP，在我的账户里查看明细",
-    lambda c: f"我忘记了网银密码，请问怎么重置",
+    lambda c: "请您登录手机银行APP，在我的账户里查看明细",
+    lambda c: "我忘记了网银密码，请问怎么重置",
     lambda c: f"转账到{c.c(BANKS)}需要{c.small()}个工作日，手续费{c.amount()}元",
     # --- telecom ------------------------------------------------------------------
     lambda c: f"您好，我是{c.c(CARRIERS)}用户，号码{c.mobile()}，这个月的话费怎么扣了{c.amount()}元",

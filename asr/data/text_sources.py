@@ -33,7 +33,7 @@ import unicodedata
 from importlib import metadata, resources
 from typing import Iterable, Iterator
 
-from .normalize import is_han, normalize_text
+from .normalize import normalize_text
 
 MIN_CHARS = 4
 MAX_CHARS = 30
