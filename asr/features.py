@@ -9,7 +9,6 @@ keeps exactly the input history that its filter needs).
 from __future__ import annotations
 
 import functools
-
 import math
 
 import numpy as np

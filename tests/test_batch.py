@@ -291,5 +291,4 @@ def test_long_form_cer_matches_per_utterance_decoding():
     if per_utt.cer > 0.9:
         # An untrained model scores ~100% both ways, which would prove nothing.
         pytest.skip(f"models/default does not recognise speech yet (per-utterance CER {per_utt.cer:.0%})")
-    print(f"long-form CER: batch {batch.cer:.4f}, per utterance {per_utt.cer:.4f}")
     assert abs(batch.cer - per_utt.cer) <= 0.01, (batch.cer, per_utt.cer)

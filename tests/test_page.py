@@ -31,7 +31,7 @@ from asr.tokens import write_units
 from server.app import App
 from server.settings import Settings
 
-from .conftest import units
+from .conftest import espeak, needs_espeak, units
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
@@ -202,17 +202,14 @@ async def test_page_shows_the_transcript_of_the_microphone(tone_model_dir, tmp_p
 SPOKEN = ["请帮我转人工服务", "今天天气很好", "我的订单还没有到"]
 
 
+@needs_espeak
 async def test_page_transcribes_mandarin_with_the_shipped_model(tmp_path):
     """Mandarin (espeak-ng, three sentences with pauses) through Chromium's microphone, the
     page and the server's default settings, recognised by models/default."""
     from asr.audio import read_audio
     from asr.metrics import ErrorCounts
 
-    from .conftest import ESPEAK, espeak
-
     model = Path(__file__).resolve().parents[1] / "models" / "default"
-    if ESPEAK is None:
-        pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
     pieces = []
     for k, text in enumerate(SPOKEN):
         audio, rate = read_audio(espeak(text, tmp_path / f"s{k}.wav"))

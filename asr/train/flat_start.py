@@ -47,8 +47,8 @@ def uniform_targets(speech: torch.Tensor, units: list[int], input_layer: str = "
     t_in = speech.size(0)
     t_out = int(subsampled_lengths(torch.tensor([t_in]), input_layer)[0])
     out = torch.zeros(t_out, dtype=torch.long)
-    if t_out == 0 or not units:
-        return out.fill_(IGNORE) if units else out
+    if t_out == 0 or not units:  # nothing to label, or nothing said: all blank
+        return out
     rate = t_in / t_out
     centre = ((torch.arange(t_out) + 0.5) * rate).long().clamp(max=t_in - 1)  # fbank frame at each output frame
     voiced = speech[centre]

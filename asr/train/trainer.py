@@ -202,7 +202,7 @@ class Trainer:
             self.aux_head = torch.nn.Linear(self.model_cfg.output_size, len(pinyin))
             aux_encode = pinyin.encode
         self.train_set = UtteranceDataset(self.train_utts, self.tokenizer, FeatureConfig(), wave_aug, feat_aug, cfg.seed,
-                                          aux_encode, speech_mask=cfg.flat_start_steps > 0)
+                                          aux_encode)
         self.batches_per_epoch = len(duration_batches(self.train_utts, cfg.batch_seconds, 0))
         self.total_steps = self.batches_per_epoch * cfg.epochs
         params = list(self.model.parameters()) + (list(self.aux_head.parameters()) if self.aux_head else [])
@@ -309,6 +309,7 @@ class Trainer:
             batches = duration_batches(self.train_utts, cfg.batch_seconds, cfg.seed * 7919 + self.epoch,
                                        shuffle=self.epoch >= cfg.sortagrad_epochs)
             self.train_set.epoch = self.epoch
+            self.train_set.speech_mask = self.step < cfg.flat_start_steps  # masks only while the flat start lasts
             todo = batches[self.batch_in_epoch :]
             loader = torch.utils.data.DataLoader(
                 self.train_set,
