@@ -168,3 +168,26 @@ def test_config_errors_are_clear():
         ModelConfig(vocab_size=10, input_layer="conv1d")
     with pytest.raises(ConfigError, match="divisible"):
         ModelConfig(vocab_size=10, output_size=30, attention_heads=4)
+
+
+def test_pool_dropout_drops_at_rate_keeps_expectation_and_varies():
+    from asr.model.layers import Dropout
+
+    drop = Dropout(0.1).train()
+    Dropout._pools.clear()  # as in a fresh process
+    torch.manual_seed(3)
+    x = torch.ones(300, 700)
+    a, b = drop(x), drop(x)
+    for y in (a, b):
+        assert abs((y == 0).float().mean().item() - 0.1) < 0.005
+        assert abs(y.mean().item() - 1.0) < 0.01
+    assert (a != b).float().mean().item() > 0.1  # each call draws its own window of the pool
+    Dropout._pools.clear()
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), a)  # offsets come from torch's generator: reproducible
+    assert drop(torch.ones(3, 4, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    assert torch.equal(drop.eval()(x), x)
+    x.requires_grad_(True)
+    y = drop.train()(x)
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # gradient flows through the kept entries, scaled
