@@ -28,11 +28,12 @@ from .model.conformer import CTCModel
 from .model.decoder import AttentionDecoder, build_decoder
 from .tokens import Tokenizer, TokenizerError
 
-__all__ = ["ModelDirError", "ModelBundle", "save_model_dir", "load_model_dir", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["ModelDirError", "ModelBundle", "save_model_dir", "load_model_dir", "add_lm", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT, FORMAT_VERSION = "tingxie-model", 1
 WEIGHTS, CONFIG, CMVN, UNITS, BPE = "model.safetensors", "config.json", "cmvn.json", "units.txt", "bpe.model"
 DECODER = "decoder.safetensors"
+LM = "lm.arpa.gz"
 _CMVN_KEYS = ("encoder.global_cmvn.mean", "encoder.global_cmvn.istd")
 
 
@@ -50,6 +51,7 @@ class ModelBundle:
     path: Path
     extra: dict[str, Any]
     decoder: AttentionDecoder | None = None  # attention decoder for rescoring, if the model has one
+    lm: dict[str, Any] | None = None  # {"file": path, "weight": w, "bonus": b}: the shipped n-gram LM
 
     def streaming_chunk(self, chunk_ms: int = 0, history_ms: int = 0) -> ChunkConfig:
         """Streaming chunk and attention history given in milliseconds (0: the model's
@@ -187,7 +189,43 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu", verify:
     load_state_checked(model, weights, str(path / WEIGHTS))
     model.to(device).eval()
     decoder = _load_decoder(path, config, mcfg, device) if "decoder" in config else None
-    return ModelBundle(model, tokenizer, fcfg, ccfg, config["name"], path, config.get("extra", {}), decoder)
+    return ModelBundle(model, tokenizer, fcfg, ccfg, config["name"], path, config.get("extra", {}), decoder,
+                       _lm_section(path, config))
+
+
+def _lm_section(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The model's n-gram LM (config key "lm": file, weight, bonus), path resolved."""
+    lm = config.get("lm")
+    if lm is None:
+        return None
+    try:
+        fname, weight, bonus = lm["file"], float(lm["weight"]), float(lm["bonus"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelDirError(f"{path / CONFIG}: the lm section needs file, weight and bonus ({e})") from e
+    if fname not in config["files"]:
+        raise ModelDirError(f"{path}: {CONFIG} has an lm section but does not list {fname}")
+    return {**lm, "file": path / fname, "weight": weight, "bonus": bonus}
+
+
+def add_lm(model_dir: str | Path, arpa: str | Path, weight: float, bonus: float, info: dict[str, Any] | None = None) -> Path:
+    """Put an ARPA(.gz) LM into a model directory as lm.arpa.gz, with its fusion weights
+    and checksum in config.json."""
+    import gzip
+    import shutil
+
+    path = Path(model_dir)
+    config = _read_config(path)
+    arpa, dst = Path(arpa), path / LM
+    if arpa.resolve() != dst.resolve():
+        if arpa.suffix == ".gz":
+            shutil.copyfile(arpa, dst)
+        else:
+            with open(arpa, "rb") as src, gzip.open(dst, "wb") as out:
+                shutil.copyfileobj(src, out)
+    config["files"][LM] = sha256(dst)
+    config["lm"] = {"file": LM, "weight": weight, "bonus": bonus, **(info or {})}
+    (path / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    return dst
 
 
 def _load_decoder(

@@ -25,6 +25,11 @@ def _decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam", type=int, default=10, help="beam size for prefix_beam")
     p.add_argument("--rescoring", action="store_true",
                    help="attention-rescore the CTC n-best (models with an attention decoder, e.g. imported WeNet ones)")
+    p.add_argument("--lm", default="auto",
+                   help="n-gram LM fused into prefix beam search: auto (the model's own, if it ships one), none, "
+                        "or an ARPA file")
+    p.add_argument("--lm-weight", type=float, default=None, help="LM weight (default: the model's tuned value)")
+    p.add_argument("--lm-bonus", type=float, default=None, help="score bonus per unit (default: the model's)")
 
 
 def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None, history_ms: int = 0):
@@ -35,7 +40,8 @@ def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None, history_m
     bundle = load_model_dir(args.model or default_model_dir())
     chunk = bundle.streaming_chunk(chunk_ms, history_ms) if chunk_ms else None
     precision = command_precision(getattr(args, "precision", "auto"), args.device)
-    decoding = DecodingConfig(args.decoding, args.beam, rescoring=args.rescoring)
+    decoding = DecodingConfig(args.decoding, args.beam, rescoring=args.rescoring, lm=args.lm,
+                              lm_weight=args.lm_weight, lm_bonus=args.lm_bonus)
     try:
         return Recognizer(bundle, args.device, decoding, chunk, precision=precision)
     except ValueError as e:  # a precision or rescoring this device or model cannot do
@@ -123,6 +129,43 @@ def cmd_import_wenet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lm(args: argparse.Namespace) -> int:
+    """Train a unit n-gram LM on text and put it into a model directory."""
+    import json
+
+    from .checkpoint import add_lm, load_model_dir
+    from .data.normalize import normalize_text
+    from .lm import NgramCounts, estimate, write_arpa
+
+    bundle = load_model_dir(args.model)
+    tok = bundle.tokenizer
+    texts: list[str] = []
+    for f in args.text or []:
+        texts += [line for line in Path(f).read_text(encoding="utf-8").splitlines() if line.strip()]
+    for m in args.manifest or []:
+        texts += [json.loads(line)["text"] for line in Path(m).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if args.synth_pool is not None:
+        from .data.text_sources import build_pool, join_segments  # noqa: PLC0415
+
+        pool = build_pool(args.synth_pool, log=lambda *a: None)
+        # the train split only: sentences of the synthetic dev and test sets never reach the LM
+        texts += [join_segments(x.split("|")) for items in pool["pieces"]["train"].values() for x in items]
+    sentences = [p for p in (tok.pieces(normalize_text(t)) for t in texts) if p]
+    if not sentences:
+        raise SystemExit("error: no text (give --text, --manifest or --synth-pool)")
+    cutoffs = [int(c) for c in args.cutoffs.split(",")] if args.cutoffs else []
+    table = estimate(NgramCounts.from_sentences(sentences, args.order), vocab=tok.units, cutoffs=cutoffs)
+    out = Path(args.model) / "lm.arpa.gz"
+    write_arpa(table, out)
+    info = {"order": args.order, "cutoffs": cutoffs, "sentences": len(sentences), "ngrams": len(table),
+            "sources": {"text": [str(f) for f in args.text or []], "manifest": [str(m) for m in args.manifest or []],
+                        "synth_pool_seed": args.synth_pool}}
+    add_lm(args.model, out, args.weight, args.bonus, info)
+    print(f"{out}: {len(table)} n-grams of order <= {args.order} from {len(sentences)} sentences "
+          f"({out.stat().st_size / 1e6:.1f} MB); weight {args.weight}, bonus {args.bonus}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tingxie", description="Streaming Mandarin speech recognition")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute precision (auto: bf16 on CPUs with native bf16, else fp32 on a CPU; bf16/fp16 on CUDA)")
     _decoding_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("lm", help="train a unit n-gram language model into a model directory",
+                       description="Kneser-Ney n-gram over the model's units, written as MODEL/lm.arpa.gz with its "
+                                   "fusion weights in config.json (used by --lm auto). See docs/models.md.")
+    p.add_argument("--model", required=True, type=Path, help="model directory to add the LM to")
+    p.add_argument("--text", action="append", type=Path, help="text file, one sentence per line")
+    p.add_argument("--manifest", action="append", type=Path, help="JSONL manifest: its `text` fields")
+    p.add_argument("--synth-pool", type=int, default=None, metavar="SEED",
+                   help="the train split of the synthetic corpus's text pool (tingxie data synth --seed)")
+    p.add_argument("--order", type=int, default=3)
+    p.add_argument("--cutoffs", default="", help="per order, drop n-grams with a smaller (KN) count, e.g. 1,1,2")
+    p.add_argument("--weight", type=float, default=0.8, help="LM weight (tune it on a dev set)")
+    p.add_argument("--bonus", type=float, default=2.0, help="score bonus per unit (tune it with the weight)")
+    p.set_defaults(func=cmd_lm)
 
     p = sub.add_parser("import-wenet", help="convert a WeNet U2++ Conformer experiment folder into a model directory")
     p.add_argument("src", type=Path, help="WeNet folder with final.pt (or avg_N.pt), train.yaml, global_cmvn, units.txt")

@@ -147,6 +147,11 @@ class DecodingConfig:
     WeNet does: score = decoder + ctc_weight * ctc, where decoder = (1 - reverse_weight)
     * left-to-right + reverse_weight * right-to-left (bidirectional decoders only).
     Partial results stay CTC-only. Defaults are WeNet's runtime defaults.
+
+    `lm`: an n-gram language model over the model's units (ARPA, `asr.lm`) fused into
+    prefix beam search (which it implies): hypotheses are ranked by CTC + lm_weight * LM
+    + lm_bonus * units. "auto" uses the model directory's LM with its tuned weights, if
+    it ships one; "none" or None decodes without.
     """
 
     method: str = "greedy"  # greedy | prefix_beam
@@ -156,6 +161,10 @@ class DecodingConfig:
     rescoring: bool = False
     ctc_weight: float = 0.5
     reverse_weight: float = 0.0
+    lm: str | None = None  # ARPA path | "auto" | "none"
+    lm_weight: float | None = None  # None: the model's tuned value (else 0.5)
+    lm_bonus: float | None = None
+    token_beam: int = 0  # units expanded per frame (0: beam_size)
 
     def __post_init__(self) -> None:
         if self.method not in ("greedy", "prefix_beam"):
@@ -166,11 +175,8 @@ class DecodingConfig:
             raise ConfigError("ctc_weight must be >= 0")
         if not 0.0 <= self.reverse_weight <= 1.0:
             raise ConfigError("reverse_weight must be within [0, 1]")
-
-    @property
-    def search_method(self) -> str:
-        """The CTC search that runs: rescoring needs prefix beam's n-best."""
-        return "prefix_beam" if self.rescoring else self.method
+        if self.token_beam < 0:
+            raise ConfigError("token_beam must be >= 0")
 
 
 @dataclass(frozen=True)

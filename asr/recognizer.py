@@ -151,6 +151,40 @@ class Recognizer:
         self.window, self.stride = chunk_window(cfg, self.chunk.chunk_size)
         self.min_frames = cfg.right_context + 1  # fbank frames that give one encoder frame
         self._check_rescoring(decoding.rescoring)
+        self.lm, self.lm_weight, self.lm_bonus = self._load_lm(decoding)
+
+    def _load_lm(self, d: DecodingConfig):
+        """(NgramLM or None, weight, bonus) for DecodingConfig.lm."""
+        from .lm import LMError, NgramLM  # noqa: PLC0415
+
+        if d.lm in (None, "none"):
+            return None, 0.0, 0.0
+        shipped = self.bundle.lm
+        if d.lm == "auto":
+            if shipped is None:
+                return None, 0.0, 0.0
+            path, weight, bonus = shipped["file"], shipped["weight"], shipped["bonus"]
+        else:
+            path, weight, bonus = Path(d.lm), 0.5, 1.0
+            if not path.is_file():
+                raise ValueError(f"language model {path} not found")
+        weight = weight if d.lm_weight is None else d.lm_weight
+        bonus = bonus if d.lm_bonus is None else d.lm_bonus
+        try:
+            return NgramLM.load(path, self.tokenizer.units), weight, bonus
+        except LMError as e:
+            raise ValueError(str(e)) from e
+
+    @property
+    def search_method(self) -> str:
+        return "prefix_beam" if self.lm is not None else self.decoding.method
+
+    def new_decoder(self, rescoring: bool = False):
+        """A CTC search for one utterance: prefix beam for rescoring or with an LM."""
+        d = self.decoding
+        method = "prefix_beam" if rescoring else self.search_method
+        return make_decoder(method, d.beam_size, 0, d.blank_penalty, self.lm, self.lm_weight, self.lm_bonus,
+                            d.token_beam or None)
 
     @classmethod
     def from_dir(
@@ -266,8 +300,7 @@ class Recognizer:
     def _transcribe_features(self, feats: torch.Tensor, rescoring: bool) -> Result:
         long = feats.size(0) * self.features.frame_shift_ms / 1000 > self.max_full_context_s
         enc, logp = self._encode(feats, 64 if long else None, 8, rescoring)
-        method = "prefix_beam" if rescoring else self.decoding.method
-        decoder = make_decoder(method, self.decoding.beam_size, 0, self.decoding.blank_penalty)
+        decoder = self.new_decoder(rescoring)
         decoder.advance(logp)
         end_s = feats.size(0) * self.features.frame_shift_ms / 1000
         nbest = decoder.nbest()
@@ -352,7 +385,10 @@ class Recognizer:
     def _options(self, rescored: bool) -> dict:
         d = self.decoding
         if not rescored:
-            return {"decoding": d.method, "chunk_size": self.chunk.chunk_size}
+            opts = {"decoding": self.search_method, "chunk_size": self.chunk.chunk_size}
+            if self.lm is not None:
+                opts.update(beam_size=d.beam_size, lm_weight=self.lm_weight, lm_bonus=self.lm_bonus)
+            return opts
         return {
             "decoding": "attention_rescoring",
             "chunk_size": self.chunk.chunk_size,
@@ -415,9 +451,7 @@ class Stream:
 
     def _new_utterance(self) -> None:
         self._state = EncoderState.initial(self.rec.model.cfg, 1)
-        d = self.rec.decoding
-        method = "prefix_beam" if self.rescoring else d.method
-        self._decoder = make_decoder(method, d.beam_size, 0, d.blank_penalty)
+        self._decoder = self.rec.new_decoder(self.rescoring)
         self._encoder_out: list[torch.Tensor] = []  # this utterance's, kept only when rescoring
         self._utt_start = self._buf_start  # fbank frame where this utterance's frame 0 starts
         self._blank_run = 0

@@ -69,6 +69,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("decoding", str, "CTC search", ("greedy", "prefix_beam")),
     Option("beam", int, "beam size for prefix_beam and rescoring"),
     Option("rescoring", _bool, "attention-rescore finals (models with an attention decoder)"),
+    Option("lm", str, "n-gram LM fused into prefix beam search: auto (the model's own, if it ships one), none, or an "
+           "ARPA file"),
     Option("chunk_ms", int, "streaming chunk in ms (0: the model's own)"),
     Option("history_ms", int, "attention history kept while streaming, in ms (0: the model's own, usually all)"),
     Option("precision", str, "model compute precision (auto: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32; bf16/fp16 on CUDA)",
@@ -114,6 +116,7 @@ class Settings:
     decoding: str = "greedy"
     beam: int = 10
     rescoring: bool = False
+    lm: str = "auto"
     chunk_ms: int = 0
     history_ms: int = 2560  # bounded attention history: per-step cost stays flat (docs/deployment.md)
     precision: str = "auto"

@@ -16,7 +16,6 @@ from typing import Sequence
 import torch
 
 from ..config import ConfigError
-from ..decoding import make_decoder
 from ..features import fbank
 from ..recognizer import Recognizer, Result
 
@@ -115,9 +114,9 @@ class BatchEngine:
         ]
 
     def _decode(self, logp: torch.Tensor, enc: torch.Tensor | None, t0: float, t_end: float) -> Result:
-        rec, d = self.rec, self.rec.decoding
-        rescoring = d.rescoring and enc is not None and logp.size(0) > 0
-        decoder = make_decoder("prefix_beam" if rescoring else d.method, d.beam_size, 0, d.blank_penalty)
+        rec = self.rec
+        rescoring = rec.decoding.rescoring and enc is not None and logp.size(0) > 0
+        decoder = rec.new_decoder(rescoring)
         decoder.advance(logp)
         nbest = decoder.nbest()
         if rescoring:

@@ -91,6 +91,8 @@ class _Prefix:
     frames: tuple[int, ...] = ()
     conf: tuple[float, ...] = ()
     peak: float = NEG_INF  # log-prob of the last token at its recorded frame
+    lm: float = 0.0  # LM log-prob of the prefix (0 without an LM)
+    lm_state: tuple = ()
 
     @property
     def total(self) -> float:
@@ -109,24 +111,37 @@ def _logaddexp(a: float, b: float) -> float:
 class PrefixBeamDecoder:
     """CTC prefix beam search (blank/non-blank split, merged prefixes), n-best output.
 
-    Per frame only the `beam_size` most likely units are expanded, as in WeNet.
+    Per frame only the `beam_size` most likely units are expanded, as in WeNet (or
+    `token_beam` units when given). With an n-gram `lm` (shallow fusion), prefixes are
+    ranked by  acoustic + lm_weight * LM + lm_bonus * length : the LM is scored once per
+    new unit, and the bonus offsets its bias towards short outputs.
     """
 
-    def __init__(self, beam_size: int = 10, blank: int = 0, blank_penalty: float = 0.0) -> None:
+    def __init__(self, beam_size: int = 10, blank: int = 0, blank_penalty: float = 0.0, lm=None,
+                 lm_weight: float = 0.0, lm_bonus: float = 0.0, token_beam: int | None = None) -> None:
         self.beam_size = beam_size
         self.blank = blank
         self.blank_penalty = blank_penalty
+        self.lm = lm
+        self.lm_weight = lm_weight if lm is not None else 0.0
+        self.lm_bonus = lm_bonus if lm is not None else 0.0
+        self.token_beam = token_beam or beam_size
         self.reset()
 
     def reset(self) -> None:
         self.frames_seen = 0
-        self._beams: dict[tuple[int, ...], _Prefix] = {(): _Prefix(pb=0.0)}
+        start = self.lm.start if self.lm is not None else ()
+        self._beams: dict[tuple[int, ...], _Prefix] = {(): _Prefix(pb=0.0, lm_state=start)}
+
+    def _rank(self, item: tuple[tuple[int, ...], _Prefix]) -> float:
+        prefix, b = item
+        return b.total + self.lm_weight * b.lm + self.lm_bonus * len(prefix)
 
     def advance(self, logp: torch.Tensor | np.ndarray) -> None:
         lp = _prepare(logp, self.blank, self.blank_penalty)
         if lp is None:
             return
-        k = min(self.beam_size, lp.size(-1))
+        k = min(self.token_beam, lp.size(-1))
         top_v, top_i = lp.topk(k, dim=-1)
         top_v_l, top_i_l = top_v.tolist(), top_i.tolist()
         for t in range(lp.size(0)):
@@ -140,9 +155,14 @@ class PrefixBeamDecoder:
             p = nxt.get(prefix)
             if p is None:
                 if new_token:
-                    p = _Prefix(frames=src.frames + (frame,), conf=src.conf + (math.exp(v),), peak=v)
+                    lm, state = src.lm, src.lm_state
+                    if self.lm is not None:
+                        lp_u, state = self.lm.score(src.lm_state, prefix[-1])
+                        lm += lp_u
+                    p = _Prefix(frames=src.frames + (frame,), conf=src.conf + (math.exp(v),), peak=v,
+                                lm=lm, lm_state=state)
                 else:
-                    p = _Prefix(frames=src.frames, conf=src.conf, peak=src.peak)
+                    p = _Prefix(frames=src.frames, conf=src.conf, peak=src.peak, lm=src.lm, lm_state=src.lm_state)
                 nxt[prefix] = p
             return p
 
@@ -166,20 +186,21 @@ class PrefixBeamDecoder:
                 else:
                     q = get(prefix + (u,), beam, True, v)
                     q.pnb = _logaddexp(q.pnb, beam.total + v)
-        ranked = sorted(nxt.items(), key=lambda kv: kv[1].total, reverse=True)[: self.beam_size]
+        ranked = sorted(nxt.items(), key=self._rank, reverse=True)[: self.beam_size]
         self._beams = dict(ranked)
 
     def nbest(self, n: int | None = None) -> list[Hypothesis]:
-        ranked = sorted(self._beams.items(), key=lambda kv: kv[1].total, reverse=True)
-        return [Hypothesis(p, b.frames, b.conf, b.total) for p, b in ranked[: n or self.beam_size]]
+        ranked = sorted(self._beams.items(), key=self._rank, reverse=True)
+        return [Hypothesis(p, b.frames, b.conf, self._rank((p, b))) for p, b in ranked[: n or self.beam_size]]
 
     def best(self) -> Hypothesis:
         return self.nbest(1)[0]
 
 
-def make_decoder(method: str, beam_size: int = 10, blank: int = 0, blank_penalty: float = 0.0):
+def make_decoder(method: str, beam_size: int = 10, blank: int = 0, blank_penalty: float = 0.0, lm=None,
+                 lm_weight: float = 0.0, lm_bonus: float = 0.0, token_beam: int | None = None):
     if method == "greedy":
         return GreedyDecoder(blank, blank_penalty)
     if method == "prefix_beam":
-        return PrefixBeamDecoder(beam_size, blank, blank_penalty)
+        return PrefixBeamDecoder(beam_size, blank, blank_penalty, lm, lm_weight, lm_bonus, token_beam)
     raise ValueError(f"unknown decoding method {method!r}")

@@ -1,0 +1,146 @@
+"""Unit n-gram LM: Kneser-Ney estimation, ARPA round trip, shallow fusion in prefix beam
+search, the model directory's LM and `tingxie lm`."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from asr.checkpoint import ModelDirError, add_lm, load_model_dir
+from asr.config import DecodingConfig
+from asr.decoding import make_decoder
+from asr.lm import EOS, LMError, NgramCounts, NgramLM, estimate, read_arpa, write_arpa
+from asr.recognizer import Recognizer
+
+from .conftest import HAN, speech_like, units
+
+V = list("abcdefgh")
+
+
+def corpus(n: int = 300, seed: int = 0) -> list[list[str]]:
+    rng = random.Random(seed)
+    return [[rng.choice(V[:5]) for _ in range(rng.randint(1, 8))] for _ in range(n)]
+
+
+@pytest.mark.parametrize("order,cutoffs", [(1, ()), (2, ()), (3, ()), (3, (1, 1, 2)), (4, (1, 2, 2, 3))])
+def test_every_context_is_a_distribution(order, cutoffs):
+    table = estimate(NgramCounts.from_sentences(corpus(), order), vocab=V, cutoffs=cutoffs)
+    lm = NgramLM.from_table(table, V)
+    contexts = [()] + [c for k in range(1, order) for c in itertools.product(range(5), repeat=k)]
+    contexts += [(lm.bos,), (lm.bos, 0)][: order - 1 if order > 1 else 0]
+    for ctx in contexts:
+        state = ctx[-(order - 1):] if order > 1 else ()
+        total = sum(math.exp(lm.score(state, u)[0]) for u in [*range(len(V)), lm.eos])
+        assert abs(total - 1.0) < 1e-6, (ctx, total)
+    # units the text never has still get probability (from the vocabulary), but little
+    assert lm.score((), V.index("h"))[0] < lm.score((), V.index("a"))[0] - 2
+
+
+def test_pruning_shrinks_the_model_and_backs_off():
+    counts = NgramCounts.from_sentences(corpus(), 3)
+    full = estimate(counts, vocab=V)
+    pruned = estimate(counts, vocab=V, cutoffs=(1, 2, 3))
+    assert len(pruned) < len(full)
+    lm = NgramLM.from_table(pruned, V)
+    gone = next(g for g in full if len(g) == 3 and g not in pruned and "<s>" not in g and EOS not in g)
+    a, b, c = (V.index(u) for u in gone)
+    bow = pruned[(gone[0], gone[1])][1] * math.log(10)
+    lower = lm.score((b,), c)[0]
+    assert lm.score((a, b), c)[0] == pytest.approx(bow + lower, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lm.arpa", "lm.arpa.gz"])
+def test_arpa_round_trip(tmp_path, name):
+    table = estimate(NgramCounts.from_sentences(corpus(), 3), vocab=V, cutoffs=(1, 1, 2))
+    write_arpa(table, tmp_path / name)
+    back = read_arpa(tmp_path / name)
+    assert back.keys() == table.keys()
+    assert all(abs(back[g][0] - table[g][0]) < 1e-4 and abs(back[g][1] - table[g][1]) < 1e-4 for g in table)
+    text = (tmp_path / name).read_bytes()
+    write_arpa(table, tmp_path / name)
+    assert (tmp_path / name).read_bytes() == text  # deterministic, gzip included
+    a, b = NgramLM.from_table(table, V), NgramLM.load(tmp_path / name, V)
+    for sent in corpus(20, seed=5):
+        ids = [V.index(u) for u in sent]
+        assert a.sentence_logp(ids) == pytest.approx(b.sentence_logp(ids), abs=1e-3)
+
+
+def test_bad_arpa_files_are_clear_errors(tmp_path):
+    (tmp_path / "empty.arpa").write_text("\\data\\\n\\end\\\n")
+    with pytest.raises(LMError, match="no n-grams"):
+        NgramLM.load(tmp_path / "empty.arpa", V)
+    (tmp_path / "junk.arpa.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(LMError, match="cannot read"):
+        NgramLM.load(tmp_path / "junk.arpa.gz", V)
+
+
+def homophone_logprobs(n_units: int, x: int, y: int, first: int) -> torch.Tensor:
+    """CTC posteriors for `first` then a unit the acoustics hear as x (0.55) or y (0.45)."""
+    frames = []
+    for probs in ({first: 0.9}, {0: 0.95}, {x: 0.5, y: 0.4}, {0: 0.95}):
+        p = torch.full((n_units,), 1e-4)
+        for u, v in probs.items():
+            p[u] = v
+        frames.append((p / p.sum()).log())
+    return torch.stack(frames)
+
+
+def test_lm_fusion_picks_the_homophone_the_text_supports():
+    units_ = ["<blank>"] + V
+    sents = [["a", "c"]] * 50 + [["b", "d"]] * 50  # after a comes c, never d
+    lm = NgramLM.from_table(estimate(NgramCounts.from_sentences(sents, 2), vocab=units_[1:]), units_)
+    lp = homophone_logprobs(len(units_), x=units_.index("d"), y=units_.index("c"), first=units_.index("a"))
+    plain = make_decoder("prefix_beam", 4)
+    plain.advance(lp)
+    assert [units_[t] for t in plain.best().tokens] == ["a", "d"]
+    fused = make_decoder("prefix_beam", 4, lm=lm, lm_weight=0.8, lm_bonus=1.0)
+    fused.advance(lp[:2])
+    fused.advance(lp[2:])  # chunk by chunk, as in streaming
+    best = fused.best()
+    assert [units_[t] for t in best.tokens] == ["a", "c"]
+    assert best.frames == (0, 2)
+
+
+def test_model_directory_lm_and_cli(tmp_path, random_model_dir):
+    model = tmp_path / "model"
+    shutil.copytree(random_model_dir, model)
+    lines = ["".join(random.Random(i).choice(HAN[:8]) for _ in range(6)) for i in range(200)]
+    (tmp_path / "text.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "asr.cli", "lm", "--model", str(model), "--text",
+                          str(tmp_path / "text.txt"), "--order", "3", "--weight", "0.6", "--bonus", "1.5"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    bundle = load_model_dir(model)
+    assert bundle.lm["weight"] == 0.6 and bundle.lm["bonus"] == 1.5 and bundle.lm["file"].name == "lm.arpa.gz"
+    assert json.loads((model / "config.json").read_text())["lm"]["sentences"] == 200
+
+    audio = speech_like(2.0)
+    auto = Recognizer(bundle, "cpu", DecodingConfig(lm="auto"), precision="fp32")
+    assert auto.lm is not None and auto.search_method == "prefix_beam"
+    assert auto.transcribe(audio).options["lm_weight"] == 0.6
+    off = Recognizer(bundle, "cpu", DecodingConfig(lm="none"), precision="fp32")
+    assert off.lm is None and off.transcribe(audio).options["decoding"] == "greedy"
+    # streams decode with the same fused search
+    s = auto.stream()
+    assert s._decoder.lm is auto.lm and s._decoder.lm_weight == 0.6
+    with pytest.raises(ValueError, match="not found"):
+        Recognizer(bundle, "cpu", DecodingConfig(lm=str(tmp_path / "missing.arpa")))
+
+    (model / "lm.arpa.gz").write_bytes(b"changed")
+    with pytest.raises(ModelDirError, match="checksum mismatch for lm.arpa.gz"):
+        load_model_dir(model)
+
+
+def test_add_lm_needs_a_model_directory(tmp_path):
+    table = estimate(NgramCounts.from_sentences([list(HAN[:3])], 2), vocab=units())
+    write_arpa(table, tmp_path / "x.arpa")
+    with pytest.raises(ModelDirError, match="config.json"):
+        add_lm(tmp_path, tmp_path / "x.arpa", 0.5, 1.0)
