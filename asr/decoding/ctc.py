@@ -117,6 +117,8 @@ class PrefixBeamDecoder:
     new unit, and the bonus offsets its bias towards short outputs.
     """
 
+    LM_PRUNE = 10.0
+
     def __init__(self, beam_size: int = 10, blank: int = 0, blank_penalty: float = 0.0, lm=None,
                  lm_weight: float = 0.0, lm_bonus: float = 0.0, token_beam: int | None = None) -> None:
         self.beam_size = beam_size
@@ -126,6 +128,9 @@ class PrefixBeamDecoder:
         self.lm_weight = lm_weight if lm is not None else 0.0
         self.lm_bonus = lm_bonus if lm is not None else 0.0
         self.token_beam = token_beam or beam_size
+        # With an LM the search is the costly part: units more than `LM_PRUNE` nats below a
+        # frame's best are not expanded (without one the search stays WeNet's, exactly).
+        self.prune = self.LM_PRUNE if lm is not None else None
         self.reset()
 
     def reset(self) -> None:
@@ -144,8 +149,13 @@ class PrefixBeamDecoder:
         k = min(self.token_beam, lp.size(-1))
         top_v, top_i = lp.topk(k, dim=-1)
         top_v_l, top_i_l = top_v.tolist(), top_i.tolist()
+        prune = self.prune
         for t in range(lp.size(0)):
-            self._step(self.frames_seen + t, top_i_l[t], top_v_l[t])
+            ids, vals = top_i_l[t], top_v_l[t]
+            if prune is not None:  # drop units far below the frame's best (most frames: all but blank)
+                n = sum(1 for v in vals if v >= vals[0] - prune)
+                ids, vals = ids[:n], vals[:n]
+            self._step(self.frames_seen + t, ids, vals)
         self.frames_seen += lp.size(0)
 
     def _step(self, frame: int, ids: list[int], vals: list[float]) -> None:
