@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 from asr.audio import read_audio  # noqa: E402
 from asr.batch.inputs import expand_inputs  # noqa: E402
 from asr.batch.pipeline import BatchOptions, run_local  # noqa: E402
+from asr.config import DecodingConfig  # noqa: E402
 from asr.recognizer import Recognizer  # noqa: E402
 
 EVAL = REPO.parent / "shared" / "data" / "real_zh" / "eval"
@@ -63,17 +64,18 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=0, help="use the first N inputs")
     p.add_argument("--repeat", type=int, default=1, help="runs per mode (the median is reported)")
     p.add_argument("--modes", nargs="+", choices=["file", "batch"], default=["file", "batch"])
+    p.add_argument("--lm", default="auto", help="language model as `tingxie transcribe --lm`: auto, none or a file")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     inputs = args.inputs or [str(EVAL / "manifest.jsonl"), str(EVAL / "manifest_longform.jsonl")]
     items = [i for i in expand_inputs(inputs) if i.error is None]
     paths = [i.path for i in items][: args.limit or None]
-    rec = Recognizer.from_dir(args.model, device="cpu", precision=args.precision)
+    rec = Recognizer.from_dir(args.model, device="cpu", precision=args.precision, decoding=DecodingConfig(lm=args.lm))
     cfg = rec.model.cfg
     print(f"model {rec.name}: {rec.model.num_parameters() / 1e6:.1f} M params (d {cfg.output_size}, {cfg.num_blocks} blocks, "
           f"ff {cfg.linear_units}, vocab {cfg.vocab_size}); {len(paths)} files; threads {torch.get_num_threads()}; "
-          f"precision {args.precision}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; "
+          f"precision {args.precision}; decoding {rec.search_method}, LM {'on' if rec.lm else 'off'}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     options = BatchOptions()
     runs: dict[str, list[float]] = {m: [] for m in args.modes}
@@ -91,6 +93,7 @@ def main() -> None:
     summary = {
         "model": rec.name, "params_m": round(rec.model.num_parameters() / 1e6, 2), "files": len(paths),
         "audio_s": round(audio_total, 1), "threads": torch.get_num_threads(), "precision": args.precision,
+        "lm": rec.lm is not None,
         **{f"{m}_x_realtime": round(statistics.median(v), 1) for m, v in runs.items()},
     }
     if "file" in runs and "batch" in runs:
