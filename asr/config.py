@@ -161,7 +161,7 @@ class DecodingConfig:
     rescoring: bool = False
     ctc_weight: float = 0.5
     reverse_weight: float = 0.0
-    lm: str | None = None  # ARPA path | "auto" | "none"
+    lm: str | None = "auto"  # "auto" | "none" (or None) | an ARPA path
     lm_weight: float | None = None  # None: the model's tuned value (else 0.5)
     lm_bonus: float | None = None
     token_beam: int = 0  # units expanded per frame (0: beam_size)
