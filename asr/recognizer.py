@@ -152,6 +152,10 @@ class Recognizer:
         self.min_frames = cfg.right_context + 1  # fbank frames that give one encoder frame
         self._check_rescoring(decoding.rescoring)
         self.lm, self.lm_weight, self.lm_bonus = self._load_lm(decoding)
+        # When True, `step` leaves each stream's CTC search (the costly part with an LM) to
+        # the next read of its result, on the reader's thread: the server's engine thread
+        # then runs only the model, and the event loop's core runs the search.
+        self.defer_search = False
 
     def _load_lm(self, d: DecodingConfig):
         """(NgramLM or None, weight, bonus) for DecodingConfig.lm."""
@@ -424,7 +428,10 @@ class Recognizer:
             s._state = st
             if keep and s.rescoring:
                 s._encoder_out.append(enc[i, :n].float().clone())
-            s._decoder.advance(lp[:n])
+            if self.defer_search:
+                s._pending.append(lp[:n])
+            else:
+                s._decoder.advance(lp[:n])
             s._on_logprobs(lp[:n])
 
 
@@ -452,6 +459,7 @@ class Stream:
     def _new_utterance(self) -> None:
         self._state = EncoderState.initial(self.rec.model.cfg, 1)
         self._decoder = self.rec.new_decoder(self.rescoring)
+        self._pending: list[torch.Tensor] = []  # log-probs not searched yet (Recognizer.defer_search)
         self._encoder_out: list[torch.Tensor] = []  # this utterance's, kept only when rescoring
         self._utt_start = self._buf_start  # fbank frame where this utterance's frame 0 starts
         self._blank_run = 0
@@ -531,8 +539,15 @@ class Stream:
         last_block = (rs._blocks * rs.new + max(need16, 1) - 1) // rs.new
         return max(last_block * rs.orig + rs.width + rs.orig - rs._received, 1)
 
+    def _search(self) -> None:
+        """Run the CTC search over the log-probs that `step` deferred."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._decoder.advance(pending[0] if len(pending) == 1 else torch.cat(pending))
+
     @property
     def utterance_frames(self) -> int:
+        self._search()
         return self._decoder.frames_seen
 
     @property
@@ -548,6 +563,7 @@ class Stream:
 
     def partial(self) -> Result:
         """The current CTC result (never rescored)."""
+        self._search()
         t_end = self.utterance_start + self._decoder.frames_seen * self.rec.frame_s
         return self.rec.result(self._decoder.nbest(), self.utterance_start, t_end)
 
@@ -555,6 +571,7 @@ class Stream:
         """The utterance's result, attention-rescored when this stream rescores."""
         if not self.rescoring:
             return self.partial()
+        self._search()
         t_end = self.utterance_start + self._decoder.frames_seen * self.rec.frame_s
         return self.rec.result(self.rec.rescore(self), self.utterance_start, t_end, rescored=True)
 

@@ -40,10 +40,12 @@ def build_recognizer(settings: Settings):
     chunk = bundle.streaming_chunk(settings.chunk_ms, settings.history_ms)
     decoding = DecodingConfig(settings.decoding, settings.beam, rescoring=settings.rescoring, lm=settings.lm)
     try:
-        return Recognizer(bundle, settings.device, decoding, chunk, blank_threshold=settings.blank_threshold,
-                          precision=command_precision(settings.precision, settings.device))
+        rec = Recognizer(bundle, settings.device, decoding, chunk, blank_threshold=settings.blank_threshold,
+                         precision=command_precision(settings.precision, settings.device))
     except ValueError as e:  # precision or rescoring the device or model cannot do
         raise ConfigError(str(e)) from None
+    rec.defer_search = True  # sessions read results on the event loop: the search runs there
+    return rec
 
 
 def vad_factory(settings: Settings) -> Callable[[int], Any] | None:

@@ -195,3 +195,27 @@ def test_bf16_precision_stays_close_to_fp32(random_model_dir):
     assert 0 < (a - b).abs().max() < 0.5  # really computed in bf16, and still close
     with pytest.raises(ValueError, match="precision must be one of"):
         Recognizer.from_dir(random_model_dir, device="cpu", precision="int4")
+
+
+@pytest.mark.parametrize("method", ["greedy", "prefix_beam"])
+def test_deferred_search_gives_the_same_partials_and_finals(random_model_dir, method):
+    """The server's engine leaves the CTC search to the reader (defer_search): same results."""
+    recs = [Recognizer.from_dir(random_model_dir, device="cpu", decoding=DecodingConfig(method, 4)) for _ in range(2)]
+    recs[1].defer_search = True
+    audio = speech_like(3.0, seed=12)
+    got = []
+    for rec in recs:
+        s, out = rec.stream(), []
+        for i in range(0, audio.size, 2400):
+            s.accept_waveform(audio[i : i + 2400])
+            while s.ready():
+                rec.step([s])
+            out.append(s.partial())
+        out.append(s.end_utterance())
+        s.accept_waveform(audio[:8000])
+        s.input_finished()
+        while s.ready():
+            rec.step([s])
+        out.append(s.partial())
+        got.append([(r.text, [t.start for t in r.tokens]) for r in out])
+    assert got[0] == got[1] and any(text for text, _ in got[0])
