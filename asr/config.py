@@ -164,7 +164,6 @@ class DecodingConfig:
     lm: str | None = "auto"  # "auto" | "none" (or None) | an ARPA path
     lm_weight: float | None = None  # None: the model's tuned value (else 0.5)
     lm_bonus: float | None = None
-    token_beam: int = 0  # units expanded per frame (0: beam_size)
 
     def __post_init__(self) -> None:
         if self.method not in ("greedy", "prefix_beam"):
@@ -175,8 +174,6 @@ class DecodingConfig:
             raise ConfigError("ctc_weight must be >= 0")
         if not 0.0 <= self.reverse_weight <= 1.0:
             raise ConfigError("reverse_weight must be within [0, 1]")
-        if self.token_beam < 0:
-            raise ConfigError("token_beam must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -67,10 +67,8 @@ def _adjusted(counts: NgramCounts) -> list[dict[Gram, int]]:
             cont[g[1:]] += 1
         a = adj[k - 1]
         for g, c in counts.counts[k - 1].items():
-            a[g] = c if g[0] == BOS else cont.get(g, 0)
-        for g in list(a):
-            if a[g] == 0:  # seen only at the very start: no left context, keep its raw count
-                a[g] = counts.counts[k - 1][g]
+            # n-grams at the very start have no left context: their raw count
+            a[g] = c if g[0] == BOS else cont.get(g) or c
     return adj
 
 
@@ -264,7 +262,7 @@ class NgramLM:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        g = state + (unit,)
+        g = full = state + (unit,)
         bow = 0.0
         while True:
             i = self._find(g)
@@ -276,7 +274,7 @@ class NgramLM:
                 break
             bow += self._bow(g[:-1])
             g = g[1:]
-        nxt = (state + (unit,))[-(self.order - 1):] if self.order > 1 else ()
+        nxt = full[-(self.order - 1):] if self.order > 1 else ()
         # the longest suffix that has extensions (a back-off weight): fewer distinct states
         while nxt and self._bow(nxt) == 0.0:
             nxt = nxt[1:]

@@ -187,8 +187,7 @@ class Recognizer:
         """A CTC search for one utterance: prefix beam for rescoring or with an LM."""
         d = self.decoding
         method = "prefix_beam" if rescoring else self.search_method
-        return make_decoder(method, d.beam_size, 0, d.blank_penalty, self.lm, self.lm_weight, self.lm_bonus,
-                            d.token_beam or None)
+        return make_decoder(method, d.beam_size, 0, d.blank_penalty, self.lm, self.lm_weight, self.lm_bonus)
 
     @classmethod
     def from_dir(

@@ -111,23 +111,22 @@ def _logaddexp(a: float, b: float) -> float:
 class PrefixBeamDecoder:
     """CTC prefix beam search (blank/non-blank split, merged prefixes), n-best output.
 
-    Per frame only the `beam_size` most likely units are expanded, as in WeNet (or
-    `token_beam` units when given). With an n-gram `lm` (shallow fusion), prefixes are
-    ranked by  acoustic + lm_weight * LM + lm_bonus * length : the LM is scored once per
-    new unit, and the bonus offsets its bias towards short outputs.
+    Per frame only the `beam_size` most likely units are expanded, as in WeNet. With an
+    n-gram `lm` (shallow fusion), prefixes are ranked by acoustic + lm_weight * LM +
+    lm_bonus * length: the LM is scored once per new unit, and the bonus offsets its bias
+    towards short outputs.
     """
 
     LM_PRUNE = 10.0
 
     def __init__(self, beam_size: int = 10, blank: int = 0, blank_penalty: float = 0.0, lm=None,
-                 lm_weight: float = 0.0, lm_bonus: float = 0.0, token_beam: int | None = None) -> None:
+                 lm_weight: float = 0.0, lm_bonus: float = 0.0) -> None:
         self.beam_size = beam_size
         self.blank = blank
         self.blank_penalty = blank_penalty
         self.lm = lm
         self.lm_weight = lm_weight if lm is not None else 0.0
         self.lm_bonus = lm_bonus if lm is not None else 0.0
-        self.token_beam = token_beam or beam_size
         # With an LM the search is the costly part: units more than `LM_PRUNE` nats below a
         # frame's best are not expanded (without one the search stays WeNet's, exactly).
         self.prune = self.LM_PRUNE if lm is not None else None
@@ -146,7 +145,7 @@ class PrefixBeamDecoder:
         lp = _prepare(logp, self.blank, self.blank_penalty)
         if lp is None:
             return
-        k = min(self.token_beam, lp.size(-1))
+        k = min(self.beam_size, lp.size(-1))
         top_v, top_i = lp.topk(k, dim=-1)
         top_v_l, top_i_l = top_v.tolist(), top_i.tolist()
         prune = self.prune
@@ -208,9 +207,9 @@ class PrefixBeamDecoder:
 
 
 def make_decoder(method: str, beam_size: int = 10, blank: int = 0, blank_penalty: float = 0.0, lm=None,
-                 lm_weight: float = 0.0, lm_bonus: float = 0.0, token_beam: int | None = None):
+                 lm_weight: float = 0.0, lm_bonus: float = 0.0):
     if method == "greedy":
         return GreedyDecoder(blank, blank_penalty)
     if method == "prefix_beam":
-        return PrefixBeamDecoder(beam_size, blank, blank_penalty, lm, lm_weight, lm_bonus, token_beam)
+        return PrefixBeamDecoder(beam_size, blank, blank_penalty, lm, lm_weight, lm_bonus)
     raise ValueError(f"unknown decoding method {method!r}")
