@@ -148,3 +148,50 @@ def test_auxiliary_pinyin_head_and_flat_start_train_resume_and_stay_out_of_the_m
     assert not any("aux" in k for k in bundle.model.state_dict())
     losses = [json.loads(line)["loss"] for line in open(tmp_path / "exp" / "train_log.jsonl") if '"loss"' in line]
     assert len(losses) == 3 and all(x > 0 for x in losses)
+
+
+def test_lr_schedules():
+    from asr.train.trainer import _lr_factor
+
+    assert _lr_factor(0, 4, 100, 0.1) == 0.25  # warm-up
+    assert _lr_factor(4, 4, 100, 0.1) == pytest.approx(1.0)
+    assert _lr_factor(100, 4, 100, 0.1) == pytest.approx(0.1)  # cosine by steps ends at the floor
+    # cosine_time ignores the step total: the elapsed share of the time budget drives it
+    assert _lr_factor(50, 4, 0, 0.1, "cosine_time", 0.0) == pytest.approx(1.0)
+    assert _lr_factor(50, 4, 0, 0.1, "cosine_time", 0.5) == pytest.approx(0.55)
+    assert _lr_factor(50, 4, 0, 0.1, "cosine_time", 1.7) == pytest.approx(0.1)
+
+
+def test_cuda_device_is_refused_clearly_without_cuda(tmp_path):
+    import torch
+
+    from asr.config import ConfigError
+    from asr.train.trainer import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+@needs_espeak
+def test_time_budgeted_fine_tune_starts_from_a_model_and_anneals(trained_model, tiny_corpus, tmp_path):
+    """The GPU recipe's mode (recipes/gpu): start from a model directory's weights and unit
+    table, decay the learning rate over a fixed time budget, stop on time and export."""
+    import torch
+
+    out, _, base = trained_model
+    logs: list[str] = []
+    cfg = TrainConfig(**{**base, "exp_dir": str(tmp_path / "ft"), "epochs": 100_000, "init_from": str(out),
+                         "tokenizer_dir": str(out), "schedule": "cosine_time", "max_minutes": 0.1, "warmup_steps": 3,
+                         "min_lr_ratio": 0.05, "log_interval": 1, "lr": 1e-3,
+                         "device": "cuda" if torch.cuda.is_available() else "cpu"})
+    ft = train(cfg, log=logs.append)
+    assert any(line.startswith("initialised from") for line in logs)
+    assert any(line.startswith("stopping at epoch") for line in logs)
+    lrs = [json.loads(line)["lr"] for line in open(tmp_path / "ft" / "train_log.jsonl") if '"lr"' in line]
+    assert len(lrs) > 10
+    assert lrs[0] < lrs[2]  # warm-up
+    assert lrs[-1] < 0.25 * max(lrs)  # annealed as the budget ran out
+    assert recognise_all(ft, tiny_corpus) == SENTENCES

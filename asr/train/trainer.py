@@ -48,7 +48,9 @@ class TrainConfig:
     epochs: int = 10
     batch_seconds: float = 200.0
     lr: float = 1e-3
-    schedule: str = "cosine"  # cosine (to min_lr_ratio at the last epoch) | noam (inverse sqrt, open-ended)
+    # cosine (to min_lr_ratio at the last epoch) | noam (inverse sqrt, open-ended) | cosine_time (to
+    # min_lr_ratio when max_minutes run out: for a fixed time budget, e.g. a lent GPU)
+    schedule: str = "cosine"
     min_lr_ratio: float = 0.05
     warmup_steps: int = 1000
     weight_decay: float = 1e-2
@@ -69,6 +71,7 @@ class TrainConfig:
     save_every_minutes: float = 20.0
     max_minutes: float | None = None  # stop (after saving) when this much time has passed
     init_from: str | None = None  # start from these model weights (fine-tuning)
+    device: str = "auto"  # auto (cuda when present), cpu, cuda[:N]
     # Weight of an auxiliary CTC loss on toneless pinyin syllables (asr/train/pinyin_aux.py;
     # training only): 0 turns it off.
     aux_pinyin_weight: float = 0.0
@@ -104,8 +107,10 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
         return v
 
     cfg = from_dict(TrainConfig, expand(data))
-    if cfg.schedule not in ("cosine", "noam"):
-        raise ConfigError("schedule must be cosine or noam")
+    if cfg.schedule not in ("cosine", "noam", "cosine_time"):
+        raise ConfigError("schedule must be cosine, noam or cosine_time")
+    if cfg.schedule == "cosine_time" and not cfg.max_minutes:
+        raise ConfigError("schedule cosine_time needs max_minutes")
     if cfg.export_dtype not in ("float32", "float16"):
         raise ConfigError("export_dtype must be float32 or float16")
     return cfg
@@ -127,13 +132,28 @@ def _texts_of(paths: list[str], normalize: bool):
                         yield norm(d["text"])
 
 
-def _lr_factor(step: int, warmup: int, total: int, min_ratio: float, schedule: str = "cosine") -> float:
+def _lr_factor(step: int, warmup: int, total: int, min_ratio: float, schedule: str = "cosine",
+               time_progress: float = 0.0) -> float:
+    """Learning-rate multiplier. `time_progress` (elapsed / budget) drives cosine_time, whose
+    warm-up counts the steps of this run (`step` is then the run's own step count)."""
     if step < warmup:
         return (step + 1) / warmup
     if schedule == "noam":
         return max(min_ratio, math.sqrt(warmup / (step + 1)))
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine_time":
+        progress = min(1.0, time_progress)
+    else:
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name}: CUDA is not available here")
+    return dev
 
 
 def _sample_chunk(cfg: TrainConfig, rng: random.Random) -> tuple[int, int]:
@@ -182,7 +202,11 @@ class Trainer:
         self.tok_dir = tok_dir
         self.tokenizer = Tokenizer.from_dir(tok_dir)
         self.model_cfg = from_dict(ModelConfig, {**cfg.model, "vocab_size": len(self.tokenizer)})
-        self.model = CTCModel(self.model_cfg)
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.model = CTCModel(self.model_cfg).to(self.device)
         wave_aug = feat_aug = None
         if cfg.augment:
             from .augment import AugmentConfig, Augmenter
@@ -199,7 +223,7 @@ class Trainer:
             from .pinyin_aux import PinyinUnits
 
             pinyin = PinyinUnits.load_or_build(self.exp / "aux_pinyin_units.txt", (u.text for u in self.train_utts))
-            self.aux_head = torch.nn.Linear(self.model_cfg.output_size, len(pinyin))
+            self.aux_head = torch.nn.Linear(self.model_cfg.output_size, len(pinyin)).to(self.device)
             aux_encode = pinyin.encode
         self.train_set = UtteranceDataset(self.train_utts, self.tokenizer, FeatureConfig(), wave_aug, feat_aug, cfg.seed,
                                           aux_encode)
@@ -259,7 +283,7 @@ class Trainer:
         if not last.exists():
             return False
         path = self.exp / json.loads(last.read_text())["checkpoint"]
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck = torch.load(path, map_location=self.device, weights_only=True)
         if ck["model_config"] != self.model_cfg.to_dict():
             raise ConfigError(f"{path}: model configuration differs from the recipe; use a new exp_dir")
         self.model.load_state_dict(ck["model"])
@@ -302,7 +326,8 @@ class Trainer:
     def train(self) -> Path:
         cfg = self.cfg
         self._stop_on_signal()
-        started = time.monotonic()
+        started = self._run_started = time.monotonic()
+        self._run_first_step = self.step
         last_save = started
         rng = random.Random(cfg.seed * 1000 + self.step)
         while self.epoch < cfg.epochs:
@@ -316,6 +341,7 @@ class Trainer:
                 batch_sampler=todo,
                 collate_fn=collate,
                 num_workers=cfg.num_workers,
+                pin_memory=self.device.type == "cuda",
                 persistent_workers=False,
                 worker_init_fn=_ignore_stop_signals,
             )
@@ -363,11 +389,17 @@ class Trainer:
     def _train_step(self, batch: Batch, rng: random.Random) -> tuple[float, int]:
         """One update on a collated batch."""
         cfg = self.cfg
-        factor = _lr_factor(self.step, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio, cfg.schedule)
+        if cfg.schedule == "cosine_time":
+            elapsed = time.monotonic() - self._run_started
+            factor = _lr_factor(self.step - self._run_first_step, cfg.warmup_steps, 0, cfg.min_lr_ratio, cfg.schedule,
+                                elapsed / (cfg.max_minutes * 60))
+        else:
+            factor = _lr_factor(self.step, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio, cfg.schedule)
         for g in self.opt.param_groups:
             g["lr"] = cfg.lr * factor
         chunk, left = _sample_chunk(cfg, rng)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        batch = _to_device(batch, self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             enc, logp, lens = self.model.forward_with_encoder(batch.feats, batch.feat_lens, chunk, left)
             aux_logp = None
             if self.aux_head is not None and batch.aux is not None:
@@ -397,7 +429,7 @@ class Trainer:
     def evaluate(self, model: CTCModel | None = None) -> dict[str, float]:
         """Dev CER with greedy search, full context and streaming chunks."""
         model = model or self.model
-        model.eval()
+        model.to(self.device).eval()
         ds = UtteranceDataset(self.dev_utts, self.tokenizer, FeatureConfig())
         out = {}
         for name, chunk in (("dev_cer_full", -1), (f"dev_cer_chunk{self.cfg.streaming_chunk}", self.cfg.streaming_chunk)):
@@ -408,7 +440,8 @@ class Trainer:
                 if not idx:
                     continue
                 b = collate([it for _, it in items])
-                logp, olens = model(b.feats, b.feat_lens, chunk, -1)
+                logp, olens = model(b.feats.to(self.device), b.feat_lens.to(self.device), chunk, -1)
+                logp, olens = logp.float().cpu(), olens.cpu()
                 for k, i in enumerate(idx):
                     dec = GreedyDecoder()
                     dec.advance(logp[k, : olens[k]])
@@ -452,7 +485,7 @@ class Trainer:
         out = self.exp / "model"
         save_model_dir(
             out,
-            model.eval(),
+            model.cpu().eval(),
             self.tok_dir,
             self.cfg.name,
             FeatureConfig(),
@@ -489,8 +522,15 @@ def _frame_ce(logp: torch.Tensor, speech: torch.Tensor, feat_lens: torch.Tensor,
         lab = uniform_targets(speech[k, : feat_lens[k]], targets[k, : target_lens[k]].tolist(), input_layer)
         n = min(lab.numel(), labels.size(1))
         labels[k, :n] = lab[:n]
-    ce = torch.nn.functional.nll_loss(logp.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+    ce = torch.nn.functional.nll_loss(logp.float().flatten(0, 1), labels.to(logp.device).flatten(), ignore_index=IGNORE,
+                                      reduction="sum")
     return ce / max(logp.size(0), 1)
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    if device.type == "cpu":
+        return batch
+    return Batch(*(t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t for t in batch))
 
 
 def _average(paths: list[Path]) -> dict[str, torch.Tensor]:

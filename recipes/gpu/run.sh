@@ -1,0 +1,20 @@
+#!/bin/bash
+# On a lent GPU machine, from the repository root, with the bundle of recipes/gpu/pack.py in
+# $BUNDLE (.gpu): install the carried wheels, render the corpus, fine-tune models/default for
+# $MINUTES minutes, and copy the exported model and logs to $OUT (files split under 15 MiB).
+set -euo pipefail
+B=${BUNDLE:-.gpu}
+OUT=${OUT:-/tmp/gpu-out}
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+[ -n "${SKIP_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+  "$B"/wheels/*.whl
+export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}" PATH="$PWD/$B/espeak/bin:$PATH"
+python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
+python3 recipes/gpu/render.py --bundle "$B" --work /tmp/gpu-corpus --repeat 2 ${RENDER_ARGS:-}
+rm -rf /tmp/gpu-exp
+GPU_CORPUS=/tmp/gpu-corpus TINGXIE_EXP=/tmp/gpu-exp python3 -m asr.cli train --config recipes/gpu/finetune.yaml \
+  --set max_minutes="${MINUTES:-5}" --set progress=false --set log_interval=10 ${TRAIN_ARGS:-} 2>&1 | tee /tmp/gpu-train.log
+mkdir -p "$OUT"
+cp /tmp/gpu-exp/model/config.json /tmp/gpu-exp/model/cmvn.json /tmp/gpu-exp/train_log.jsonl /tmp/gpu-train.log "$OUT"/
+split -b 15M /tmp/gpu-exp/model/model.safetensors "$OUT"/model.safetensors.part-
+ls -la "$OUT"
