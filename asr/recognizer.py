@@ -415,7 +415,7 @@ class Recognizer:
         chunks = [s._take_chunk() for s in streams]
         lens = torch.tensor([c.size(0) for c in chunks])
         xs = torch.nn.utils.rnn.pad_sequence(chunks, batch_first=True)
-        state = EncoderState.stack([s._state for s in streams]).to(self.device)
+        state = EncoderState.stack([s._state for s in streams]).to(self.device)  # no-op when already there
         keep = any(s.rescoring for s in streams)
         with self._autocast():
             enc, logp, out_lens, new_state = self.model.forward_chunk_with_encoder(
@@ -456,7 +456,7 @@ class Stream:
         self._new_utterance()
 
     def _new_utterance(self) -> None:
-        self._state = EncoderState.initial(self.rec.model.cfg, 1)
+        self._state = EncoderState.initial(self.rec.model.cfg, 1, self.rec.device)
         self._decoder = self.rec.new_decoder(self.rescoring)
         self._pending: list[torch.Tensor] = []  # log-probs not searched yet (Recognizer.defer_search)
         self._encoder_out: list[torch.Tensor] = []  # this utterance's, kept only when rescoring

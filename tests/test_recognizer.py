@@ -103,6 +103,37 @@ def test_batched_step_equals_streams_alone(rec):
         assert [t.start for t in got.tokens] == [t.start for t in want.tokens]
 
 
+def _batch_with_a_reset_stream(rec):
+    """Two streams stepped together while one of them starts a new utterance: its fresh
+    state joins the other's running state in one batch."""
+    a, b = rec.stream(), rec.stream()
+    a.accept_waveform(speech_like(2.0, seed=1))
+    b.accept_waveform(speech_like(2.0, seed=2))
+    while ready := [s for s in (a, b) if s.ready()]:
+        rec.step(ready)
+    first = a.end_utterance()
+    a.accept_waveform(speech_like(1.0, seed=3))
+    b.accept_waveform(speech_like(1.0, seed=4))
+    while ready := [s for s in (a, b) if s.ready()]:
+        rec.step(ready)
+    return first, a.finalize(), b.finalize()
+
+
+def test_fresh_and_running_states_batch_together(rec):
+    first, a, b = _batch_with_a_reset_stream(rec)
+    assert a.tokens and b.tokens and first.tokens
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fresh_and_running_states_batch_together_on_cuda(random_model_dir, rec):
+    # On CUDA a reset stream's fresh state once sat on the CPU beside the others' CUDA
+    # states, and the batched step failed (the server answered internal_error).
+    gpu = Recognizer.from_dir(random_model_dir, device="cuda")
+    got, want = _batch_with_a_reset_stream(gpu), _batch_with_a_reset_stream(rec)
+    for g, w in zip(got, want):
+        assert g.text == w.text
+
+
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
 def test_other_sample_rates_stream_like_whole_signal_resampling(rec, rate):
     audio = speech_like(2.0, rate=rate, seed=5)

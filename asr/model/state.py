@@ -46,9 +46,12 @@ class EncoderState:
 
     @staticmethod
     def stack(states: list["EncoderState"]) -> "EncoderState":
-        """Join single- or multi-stream states along the batch axis (left-padding caches)."""
+        """Join single- or multi-stream states along the batch axis (left-padding caches), on
+        the first state's device (a stream just reset may hold a fresh state made elsewhere)."""
         if not states:
             raise ValueError("stack needs at least one state")
+        device = states[0].att_cache.device
+        states = [s if s.att_cache.device == device else s.to(device) for s in states]
         width = max(s.att_cache.size(3) for s in states)
         padded = [
             s.att_cache
