@@ -51,7 +51,18 @@ def test_long_speech_is_cut_at_its_quietest_point():
     assert all(r.end_s - r.start_s <= 20.0 + 1e-6 for r in regions)
     assert abs(regions[0].end_s - 14.0) < 0.2  # cut in the dip
     assert regions[0].end == regions[1].start  # cuts lose no audio
-    assert regions[0].start_s == pytest.approx(0.3, abs=0.05) and regions[-1].end_s == pytest.approx(50.2, abs=0.05)
+    assert regions[0].start_s == 0.0 and regions[-1].end_s == pytest.approx(50.5, abs=0.05)  # 500 ms padding
+
+
+def test_default_padding_gives_half_a_second_of_lead_in_where_the_pause_allows():
+    # Models read an utterance worse without the ~0.5 s of silence their training clips
+    # start with; a pause shorter than two paddings is shared at its middle.
+    p = probs_from([(1.0, 3.0), (5.0, 7.0), (7.8, 9.0)], 10.0)
+    regions = speech_regions(p, 10 * RATE, VadOptions())
+    got = [(round(r.start_s, 2), round(r.end_s, 2)) for r in regions]
+    assert len(got) == 3
+    assert abs(got[0][0] - 0.5) < 0.05 and abs(got[1][0] - 4.5) < 0.05 and abs(got[0][1] - 3.5) < 0.05
+    assert abs(got[1][1] - 7.4) < 0.05 and got[1][1] == got[2][0]
 
 
 def _bursts(spans: list[tuple[float, float]], total: float, seed: int = 0) -> np.ndarray:
@@ -68,7 +79,7 @@ def test_energy_detector_and_short_files_whole():
     x = _bursts([(1.0, 4.0), (6.0, 9.0), (12.0, 25.0)], 30.0)
     (regions,) = segment([x], VadOptions(method="energy"))
     assert len(regions) >= 3 and all(r.end_s - r.start_s <= 20.0 for r in regions)
-    assert abs(regions[0].start_s - 0.8) < 0.1 and abs(regions[1].start_s - 5.8) < 0.1
+    assert abs(regions[0].start_s - 0.5) < 0.1 and abs(regions[1].start_s - 5.5) < 0.1  # 500 ms padding
     short = x[: 10 * RATE]
     assert segment([short], VadOptions(method="energy")) == [[Region(0, short.size)]]  # only_long
     assert len(segment([short], VadOptions(method="energy", only_long=False))[0]) == 2

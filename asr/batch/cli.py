@@ -46,8 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     aud.add_argument("--vad-all", action="store_true",
                      help="segment every file (default: files up to --max-segment-s are recognised whole)")
     aud.add_argument("--vad-threshold", type=float, default=0.5, help="speech probability that starts speech")
-    aud.add_argument("--min-silence-ms", type=int, default=300, help="pause that ends an utterance")
-    aud.add_argument("--speech-pad-ms", type=int, default=200, help="audio kept around each utterance")
+    aud.add_argument("--min-silence-ms", type=int, default=500, help="pause that ends an utterance")
+    aud.add_argument("--speech-pad-ms", type=int, default=500,
+                     help="audio kept before and after each utterance (never past the middle of a pause)")
     aud.add_argument("--max-segment-s", type=float, default=20.0, help="longest utterance; longer speech is cut")
     run = p.add_argument_group("batching and resources")
     run.add_argument("--batch-frames", type=int, default=0,

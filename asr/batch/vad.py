@@ -47,8 +47,13 @@ class VadOptions:
     threshold: float = 0.5  # speech starts where P(speech) >= threshold
     neg_threshold: float | None = None  # speech ends below this (default threshold - 0.15)
     min_speech_ms: int = 250  # shorter regions are dropped
-    min_silence_ms: int = 300  # a pause at least this long ends an utterance
-    speech_pad_ms: int = 200  # added on both sides (never across the middle of a pause)
+    # A pause at least this long ends an utterance. 300 ms cut 19 of 224 read sentences in two
+    # (500 ms: 6), and each half loses the context the other gives the model and the LM.
+    min_silence_ms: int = 500
+    # Added on both sides (never across the middle of a pause). Models read an utterance worse
+    # without the ~0.5 s of lead-in that training clips start with, in every word of it, not
+    # only the first (docs/batch.md#segmentation-vad).
+    speech_pad_ms: int = 500
     max_segment_s: float = 20.0
     piece_s: float = 30.0  # silero batching: audio per batch row
     warmup_s: float = 1.0  # silero batching: audio each row runs before its piece
