@@ -203,6 +203,13 @@ class NgramLM:
         self.unk_logp = unk_logp
         self.start: tuple[int, ...] = (self.bos,)
         self._cache: dict[tuple[tuple[int, ...], int], tuple[float, tuple[int, ...]]] = {}
+        self._bounds: dict[tuple[int, ...], float] = {}  # max_score per state
+        self._bows: dict[tuple[int, ...], float] = {}  # back-off weight per context
+        self._states: dict[tuple[int, ...], tuple[int, ...]] = {}
+        rows = np.full(base, -1, dtype=np.int64)  # unigram keys are unit ids: a direct index
+        if 1 in grams:
+            rows[grams[1][0]] = np.arange(len(grams[1][0]))
+        self._unigram_rows: list[int] = rows.tolist()
 
     @classmethod
     def from_table(cls, table: dict[Gram, tuple[float, float]], units: Sequence[str]) -> "NgramLM":
@@ -243,6 +250,8 @@ class NgramLM:
 
     def _find(self, g: tuple[int, ...]) -> int:
         """Row of n-gram g in its order's table, or -1."""
+        if len(g) == 1:
+            return self._unigram_rows[g[0]]
         table = self._grams.get(len(g))
         if table is None:
             return -1
@@ -250,37 +259,81 @@ class NgramLM:
         for u in g:
             key = key * self.base + u
         keys = table[0]
-        i = int(np.searchsorted(keys, key))
+        i = int(keys.searchsorted(key))  # the method: np.searchsorted's dispatch costs as much again
         return i if i < len(keys) and keys[i] == key else -1
 
     def _bow(self, g: tuple[int, ...]) -> float:
-        i = self._find(g)
-        return float(self._grams[len(g)][2][i]) if i >= 0 else 0.0
+        hit = self._bows.get(g)  # contexts recur far more than (context, unit) pairs
+        if hit is None:
+            i = self._find(g)
+            hit = self._bows[g] = float(self._grams[len(g)][2][i]) if i >= 0 else 0.0
+        return hit
+
+    def clear_cache(self) -> None:
+        for memo in (self._cache, self._bows, self._bounds, self._states):
+            memo.clear()
+
+    def max_score(self, state: tuple[int, ...]) -> float:
+        """An upper bound on `score(state, u)` over every unit u (memoised per state): the
+        best n-gram at each back-off level plus the back-off weights that lead there."""
+        hit = self._bounds.get(state)
+        if hit is not None:
+            return hit
+        acc, best, h = 0.0, -math.inf, state
+        while True:  # the back-off levels as `score` walks them, summed in the same order
+            table = self._grams.get(len(h) + 1)
+            if table is not None:
+                key = 0
+                for u in h:
+                    key = key * self.base + u
+                lo, hi = table[0].searchsorted([key * self.base, (key + 1) * self.base])
+                if hi > lo:
+                    best = max(best, acc + float(table[1][lo:hi].max()))
+            if not h:
+                break
+            acc += self._bow(h)
+            h = h[1:]
+        best = max(best, acc + self.unk_logp)
+        if len(self._bounds) > 200_000:
+            self._bounds.clear()
+        self._bounds[state] = best
+        return best
 
     def score(self, state: tuple[int, ...], unit: int) -> tuple[float, tuple[int, ...]]:
         key = (state, unit)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        g = full = state + (unit,)
-        bow = 0.0
+        full = state + (unit,)
+        n = len(full)
+        rows = {}  # n-gram length -> row of that suffix of `full` (-1: absent), as searched
+        bow, k = 0.0, n
         while True:
-            i = self._find(g)
+            g = full[n - k :]
+            i = rows[k] = self._find(g)
             if i >= 0:
-                lp = float(self._grams[len(g)][1][i])
+                lp = float(self._grams[k][1][i])
                 break
-            if len(g) == 1:
+            if k == 1:
                 lp = self.unk_logp
                 break
             bow += self._bow(g[:-1])
-            g = g[1:]
-        nxt = full[-(self.order - 1):] if self.order > 1 else ()
-        # the longest suffix that has extensions (a back-off weight): fewer distinct states
-        while nxt and self._bow(nxt) == 0.0:
-            nxt = nxt[1:]
+            k -= 1
+        # The next state: the longest suffix that has extensions (a back-off weight), so
+        # that fewer states are distinct; the suffixes searched above are not searched again.
+        j = min(n, self.order - 1)
+        while j:
+            i = rows.get(j)
+            if i is None:
+                i = self._find(full[n - j :])
+            if i >= 0 and self._grams[j][2][i] != 0.0:
+                break
+            j -= 1
+        nxt = full[n - j :] if j else ()
+        nxt = self._states.setdefault(nxt, nxt)  # one tuple per state: the memo holds many of each
         out = (bow + lp, nxt)
         if len(self._cache) > 1_000_000:
-            self._cache.clear()
+            self.clear_cache()
         self._cache[key] = out
         return out
 
