@@ -148,12 +148,13 @@ def _lr_factor(step: int, warmup: int, total: int, min_ratio: float, schedule: s
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name}: CUDA is not available here")
-    return dev
+    """The recognizer's device rule, its refusal reported as a configuration error."""
+    from ..recognizer import resolve_device as resolve
+
+    try:
+        return resolve(name)
+    except RuntimeError as e:
+        raise ConfigError(f"device {name}: CUDA is not available here ({e})") from e
 
 
 def _sample_chunk(cfg: TrainConfig, rng: random.Random) -> tuple[int, int]:
