@@ -6,6 +6,7 @@ long-form CER against per-utterance decoding."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -18,7 +19,8 @@ from asr.audio import read_audio, write_wav
 from asr.batch.engine import BatchEngine
 from asr.batch.inputs import expand_inputs
 from asr.batch.pipeline import BatchOptions, run_local
-from asr.batch.vad import VadOptions
+from asr.batch.results import Segment
+from asr.batch.vad import VadOptions, segment
 from asr.cli import main
 from asr.features import fbank
 from asr.recognizer import Recognizer
@@ -95,9 +97,21 @@ def test_long_audio_is_segmented_with_absolute_times(rec, tmp_path):
     assert all(s.end - s.start <= 20.0 + 1e-6 for s in segs)
     assert all(a.end <= b.start for a, b in zip(segs, segs[1:]))
     assert segs[0].start == 0.0  # the 0.5 s lead-in is all kept (500 ms padding)
-    for s in segs:  # each segment is what transcribe gives for its audio, shifted to its start
+    regions = segment([audio], opts.vad)[0]
+    cut = [r for r in regions if r.keep_start is not None]
+    assert len(cut) == 1 and cut[0].start == cut[0].keep_start - 8000  # the 26 s: 0.5 s of context across the cut
+    expected = []
+    for r in regions:  # each segment is what transcribe gives for its audio, shifted, trimmed to its kept span
+        got = rec.transcribe(audio[r.start : r.end])
+        moved = tuple(dataclasses.replace(t, start=t.start + r.start_s) for t in got.tokens)
+        shifted = dataclasses.replace(got, tokens=moved)
+        expected.append(Segment.from_result(shifted, r.start_s, r.end_s, None, r.keep_s, rec.tokenizer.decode))
+    expected = [e for e in expected if e.text]
+    assert len(expected) == len(segs)
+    for s, e in zip(segs, expected):
+        assert (s.start, s.end) == pytest.approx((e.start, e.end), abs=1e-6)
         assert all(s.start <= t.start < s.end + 0.05 for t in s.tokens)
-        same_result(s, rec.transcribe(audio[round(s.start * RATE) : round(s.end * RATE)]), shift=s.start)
+        same_result(s, e)
 
 
 # ---------------------------------------------------------------- command line

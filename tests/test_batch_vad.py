@@ -48,9 +48,14 @@ def test_long_speech_is_cut_at_its_quietest_point():
     dip = int(14.0 / W)
     p[dip : dip + 3] = 0.4  # above neg_threshold (no pause), but the least speech-like point
     regions = speech_regions(p, 52 * RATE, VadOptions(max_segment_s=20.0))
-    assert all(r.end_s - r.start_s <= 20.0 + 1e-6 for r in regions)
-    assert abs(regions[0].end_s - 14.0) < 0.2  # cut in the dip
-    assert regions[0].end == regions[1].start  # cuts lose no audio
+    assert len(regions) == 3 and all(r.end_s - r.start_s <= 20.0 + 1e-6 for r in regions)
+    cut = regions[0].keep_end
+    assert cut is not None and abs(cut / RATE - 14.0) < 0.2  # cut in the dip
+    # Each piece keeps the tokens of its side of the cut: the kept spans tile the speech, losing no audio ...
+    assert regions[1].keep_start == cut and regions[1].keep_end == regions[2].keep_start
+    assert regions[0].keep_start is None and regions[2].keep_end is None  # outer sides: the VAD's own padding
+    # ... while the model hears 500 ms across each cut, as at a pause.
+    assert regions[0].end == cut + 8000 and regions[1].start == cut - 8000
     assert regions[0].start_s == 0.0 and regions[-1].end_s == pytest.approx(50.5, abs=0.05)  # 500 ms padding
 
 

@@ -70,6 +70,7 @@ class PreparedSegment:
     start: float  # seconds
     end: float
     feats: torch.Tensor  # (frames, mel)
+    keep: tuple[float | None, float | None] = (None, None)  # `Region.keep_s`: a piece of longer speech
 
 
 @dataclass
@@ -107,7 +108,7 @@ def prepare(item: InputItem, options: BatchOptions, features: FeatureConfig, lab
         for c, (row, regs) in enumerate(zip(rows, regions)):
             for r in regs:
                 feats = fbank(torch.from_numpy(row[r.start : r.end]), features)
-                segs.append(PreparedSegment(c if split else None, r.start_s, r.end_s, feats))
+                segs.append(PreparedSegment(c if split else None, r.start_s, r.end_s, feats, r.keep_s))
         return Prepared(item, media.duration, len(rows), segs)
     except AudioError as e:
         return Prepared(item, error=str(e))
@@ -128,8 +129,9 @@ def recognize_prepared(engine: BatchEngine, files: list[Prepared], options: dict
         [s.feats for _, s in flat], [s.start for _, s in flat], [s.start + s.feats.size(0) * frame_s for _, s in flat]
     )
     per_file: list[list[Segment]] = [[] for _ in files]
+    decode = engine.rec.tokenizer.decode
     for (k, s), res in zip(flat, results):
-        per_file[k].append(Segment.from_result(res, s.start, s.end, s.channel))
+        per_file[k].append(Segment.from_result(res, s.start, s.end, s.channel, s.keep, decode))
     out = []
     for p, segs in zip(files, per_file):
         if p.error:

@@ -87,23 +87,24 @@ def _model_files(path: Path) -> dict[str, bytes]:
 
 # ---------------------------------------------------------------- step 1: CPU tasks
 
-_ROW_KEYS = ("k", "seg", "channel", "start", "end", "duration", "channels", "n_segments", "error", "frames", "feats")
+NONE = -1.0  # a keep bound that is the segment's own (Arrow columns hold no None in a float column)
 
 
 def _prepare_rows(row: dict[str, Any], options: BatchOptions, features: FeatureConfig) -> list[dict[str, Any]]:
     item = InputItem(row["id"], row["path"], row["name"], row["error"] or None)
     p = prepare(item, options, features)
     header = {
-        "k": row["k"], "seg": -1, "channel": -1, "start": 0.0, "end": 0.0, "duration": p.duration,
-        "channels": p.channels, "n_segments": len(p.segments), "error": p.error or "", "frames": 0, "feats": b"",
+        "k": row["k"], "seg": -1, "channel": -1, "start": 0.0, "end": 0.0, "keep_start": NONE, "keep_end": NONE,
+        "duration": p.duration, "channels": p.channels, "n_segments": len(p.segments), "error": p.error or "", "frames": 0, "feats": b"",
     }
     out = [header]
     for j, s in enumerate(p.segments):
         feats = s.feats.numpy().astype(np.float32, copy=False)
         out.append({
             "k": row["k"], "seg": j, "channel": -1 if s.channel is None else s.channel, "start": s.start,
-            "end": s.end, "duration": 0.0, "channels": 0, "n_segments": 0, "error": "",
-            "frames": feats.shape[0], "feats": feats.tobytes(),
+            "end": s.end, "keep_start": NONE if s.keep[0] is None else s.keep[0],
+            "keep_end": NONE if s.keep[1] is None else s.keep[1], "duration": 0.0, "channels": 0, "n_segments": 0,
+            "error": "", "frames": feats.shape[0], "feats": feats.tobytes(),
         })
     return out
 
@@ -142,9 +143,12 @@ class _Recognize:
         starts = [float(batch["start"][i]) for i in seg_idx]
         results = self.engine.recognize(feats, starts, [s + f.size(0) * frame_s for s, f in zip(starts, feats)])
         out_text = np.array([""] * len(batch["seg"]), dtype=object)
+        decode = self.engine.rec.tokenizer.decode
         for i, res in zip(seg_idx, results):
             ch = int(batch["channel"][i])
-            seg = Segment.from_result(res, float(batch["start"][i]), float(batch["end"][i]), None if ch < 0 else ch)
+            keep = tuple(None if v == NONE else float(v) for v in (batch["keep_start"][i], batch["keep_end"][i]))
+            start, end = float(batch["start"][i]), float(batch["end"][i])
+            seg = Segment.from_result(res, start, end, None if ch < 0 else ch, keep, decode)  # type: ignore[arg-type]
             out_text[i] = json.dumps(seg.to_dict(exact=True), ensure_ascii=False)
         keep = {k: v for k, v in batch.items() if k != "feats"}
         keep["result"] = out_text

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..recognizer import Result, Token
 
@@ -29,8 +29,21 @@ class Segment:
     channel: int | None = None  # set when channels are recognised separately
 
     @classmethod
-    def from_result(cls, result: Result, start: float, end: float, channel: int | None = None) -> "Segment":
-        return cls(start, end, result.text, result.confidence, result.tokens, channel)
+    def from_result(
+        cls, result: Result, start: float, end: float, channel: int | None = None,
+        keep: tuple[float | None, float | None] = (None, None), decode: Callable[[list[int]], str] | None = None,
+    ) -> "Segment":
+        """keep: the bounds of a piece cut from longer speech (`asr.batch.vad.Region`);
+        tokens starting outside them belong to the neighbouring piece and are dropped,
+        and the text is rebuilt from those left by `decode` (the tokenizer's)."""
+        lo, hi = keep
+        if lo is None and hi is None:
+            return cls(start, end, result.text, result.confidence, result.tokens, channel)
+        if decode is None:
+            raise ValueError("trimming a result to its kept span needs the tokenizer's decode")
+        toks = tuple(t for t in result.tokens if (lo is None or t.start >= lo) and (hi is None or t.start < hi))
+        conf = math.exp(sum(math.log(max(t.confidence, 1e-10)) for t in toks) / len(toks)) if toks else 0.0
+        return cls(start if lo is None else lo, end if hi is None else hi, decode([t.id for t in toks]), conf, toks, channel)
 
     def to_dict(self, exact: bool = False) -> dict[str, Any]:
         """Rounded for output; exact=True keeps full precision and ids (for transport)."""

@@ -83,10 +83,15 @@ class VadOptions:
 
 @dataclass(frozen=True)
 class Region:
-    """An utterance: samples [start, end) at 16 kHz."""
+    """An utterance: samples [start, end) at 16 kHz are recognised. A piece of a region
+    that was too long overlaps its neighbours by the padding, so the model has context
+    on both sides of the cut; only tokens starting within [keep_start, keep_end) belong
+    to it (None: the region's own bound)."""
 
     start: int
     end: int
+    keep_start: int | None = None
+    keep_end: int | None = None
 
     @property
     def start_s(self) -> float:
@@ -95,6 +100,12 @@ class Region:
     @property
     def end_s(self) -> float:
         return self.end / RATE
+
+    @property
+    def keep_s(self) -> tuple[float | None, float | None]:
+        """The kept span's bounds in seconds where they differ from the region's."""
+        return (None if self.keep_start is None else self.keep_start / RATE,
+                None if self.keep_end is None else self.keep_end / RATE)
 
 
 # ---------------------------------------------------------------- probabilities
@@ -219,15 +230,20 @@ def speech_regions(probs: np.ndarray, num_samples: int, opts: VadOptions) -> lis
     regions: list[Region] = []
     for i, (a, b, pad_l, pad_r) in enumerate(pieces):
         start, end = a * WINDOW, min(b * WINDOW, num_samples)
+        keep_start = keep_end = None
         if pad_l:
             prev_end = pieces[i - 1][1] * WINDOW if i else 0
             start = max(start - pad, (prev_end + start) // 2 if i else 0)
+        else:  # a cut inside speech: reach back into the previous piece for context
+            keep_start, start = start, max(start - pad, 0)
         if pad_r:
             next_start = pieces[i + 1][0] * WINDOW if i + 1 < len(pieces) else None
             limit = num_samples if next_start is None else (end + next_start) // 2
             end = min(end + pad, limit)
+        else:
+            keep_end, end = end, min(end + pad, num_samples)
         if end > start:
-            regions.append(Region(start, end))
+            regions.append(Region(start, end, keep_start, keep_end))
     return regions
 
 
