@@ -38,7 +38,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 OPUS_LEVEL = 0.97  # libsndfile compression level: ~14 kbps at 16 kHz (SNR ~11 dB against the source; plainly intelligible)
-WHEELS = ["websockets", "soundfile", "cffi", "pycparser", "cn2an==0.5.24", "proces"]
+# pytest and its dependencies: recipes/gpu/stream_bench.sh runs the CUDA-gated tests there.
+WHEELS = ["websockets", "soundfile", "cffi", "pycparser", "cn2an==0.5.24", "proces", "pytest", "pluggy", "iniconfig", "packaging",
+          "pygments"]
 ESPEAK_DATA_KEEP = ("phondata", "phonindex", "phontab", "intonations", "cmn_dict", "en_dict", "lang", "voices")
 
 
