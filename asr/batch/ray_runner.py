@@ -95,7 +95,8 @@ def _prepare_rows(row: dict[str, Any], options: BatchOptions, features: FeatureC
     p = prepare(item, options, features)
     header = {
         "k": row["k"], "seg": -1, "channel": -1, "start": 0.0, "end": 0.0, "keep_start": NONE, "keep_end": NONE,
-        "duration": p.duration, "channels": p.channels, "n_segments": len(p.segments), "error": p.error or "", "frames": 0, "feats": b"",
+        "duration": p.duration, "channels": p.channels, "n_segments": len(p.segments), "error": p.error or "",
+        "frames": 0, "feats": b"",
     }
     out = [header]
     for j, s in enumerate(p.segments):
@@ -146,9 +147,9 @@ class _Recognize:
         decode = self.engine.rec.tokenizer.decode
         for i, res in zip(seg_idx, results):
             ch = int(batch["channel"][i])
-            keep = tuple(None if v == NONE else float(v) for v in (batch["keep_start"][i], batch["keep_end"][i]))
+            kept = tuple(None if v == NONE else float(v) for v in (batch["keep_start"][i], batch["keep_end"][i]))
             start, end = float(batch["start"][i]), float(batch["end"][i])
-            seg = Segment.from_result(res, start, end, None if ch < 0 else ch, keep, decode)  # type: ignore[arg-type]
+            seg = Segment.from_result(res, start, end, None if ch < 0 else ch, kept, decode)  # type: ignore[arg-type]
             out_text[i] = json.dumps(seg.to_dict(exact=True), ensure_ascii=False)
         keep = {k: v for k, v in batch.items() if k != "feats"}
         keep["result"] = out_text

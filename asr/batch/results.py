@@ -43,7 +43,8 @@ class Segment:
             raise ValueError("trimming a result to its kept span needs the tokenizer's decode")
         toks = tuple(t for t in result.tokens if (lo is None or t.start >= lo) and (hi is None or t.start < hi))
         conf = math.exp(sum(math.log(max(t.confidence, 1e-10)) for t in toks) / len(toks)) if toks else 0.0
-        return cls(start if lo is None else lo, end if hi is None else hi, decode([t.id for t in toks]), conf, toks, channel)
+        start, end = start if lo is None else lo, end if hi is None else hi
+        return cls(start, end, decode([t.id for t in toks]), conf, toks, channel)
 
     def to_dict(self, exact: bool = False) -> dict[str, Any]:
         """Rounded for output; exact=True keeps full precision and ids (for transport)."""
