@@ -25,8 +25,8 @@ from .features import StreamingFbank, StreamingResampler, fbank, resample, to_fl
 from .model.conformer import chunk_window
 from .model.state import EncoderState
 
-__all__ = ["Recognizer", "Stream", "Result", "Token", "resolve_device", "resolve_precision", "cpu_has_native_bf16",
-           "command_precision", "default_threads"]
+__all__ = ["Recognizer", "Stream", "Result", "Token", "mean_confidence", "resolve_device", "resolve_precision",
+           "cpu_has_native_bf16", "command_precision", "default_threads"]
 
 # Token end times: a CTC peak marks a token's onset; without alignment of the token's
 # extent we end it at the next onset, at most this long after its own.
@@ -40,6 +40,13 @@ class Token:
     end: float
     confidence: float
     id: int
+
+
+def mean_confidence(tokens: Sequence[Token]) -> float:
+    """The geometric mean of the tokens' confidences (0 without tokens)."""
+    if not tokens:
+        return 0.0
+    return math.exp(sum(math.log(max(t.confidence, 1e-10)) for t in tokens) / len(tokens))
 
 
 @dataclass(frozen=True)
@@ -372,7 +379,6 @@ class Recognizer:
             nxt = t0 + best.frames[i + 1] * self.frame_s if i + 1 < len(best.frames) else t_end
             end = max(start + self.frame_s, min(nxt, start + MAX_TOKEN_MS / 1000))
             tokens.append(Token(self.tokenizer.piece_text(tok), start, end, conf, tok))
-        conf = math.exp(sum(math.log(max(t.confidence, 1e-10)) for t in tokens) / len(tokens)) if tokens else 0.0
         start = tokens[0].start if tokens else t0
         end = tokens[-1].end if tokens else t_end
         return Result(
@@ -380,7 +386,7 @@ class Recognizer:
             tokens=tuple(tokens),
             start=start,
             end=end,
-            confidence=conf,
+            confidence=mean_confidence(tokens),
             nbest=tuple((self.tokenizer.decode(h.tokens), h.score) for h in nbest),
             options=self._options(rescored),
         )

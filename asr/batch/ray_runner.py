@@ -90,6 +90,10 @@ def _model_files(path: Path) -> dict[str, bytes]:
 NONE = -1.0  # a keep bound that is the segment's own (Arrow columns hold no None in a float column)
 
 
+def _bound(v: float | None) -> float:
+    return NONE if v is None else v
+
+
 def _prepare_rows(row: dict[str, Any], options: BatchOptions, features: FeatureConfig) -> list[dict[str, Any]]:
     item = InputItem(row["id"], row["path"], row["name"], row["error"] or None)
     p = prepare(item, options, features)
@@ -103,9 +107,8 @@ def _prepare_rows(row: dict[str, Any], options: BatchOptions, features: FeatureC
         feats = s.feats.numpy().astype(np.float32, copy=False)
         out.append({
             "k": row["k"], "seg": j, "channel": -1 if s.channel is None else s.channel, "start": s.start,
-            "end": s.end, "keep_start": NONE if s.keep[0] is None else s.keep[0],
-            "keep_end": NONE if s.keep[1] is None else s.keep[1], "duration": 0.0, "channels": 0, "n_segments": 0,
-            "error": "", "frames": feats.shape[0], "feats": feats.tobytes(),
+            "end": s.end, "keep_start": _bound(s.keep[0]), "keep_end": _bound(s.keep[1]), "duration": 0.0,
+            "channels": 0, "n_segments": 0, "error": "", "frames": feats.shape[0], "feats": feats.tobytes(),
         })
     return out
 

@@ -3,11 +3,10 @@ round-trips through dicts (the Ray mode ships segments between processes as JSON
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..recognizer import Result, Token
+from ..recognizer import Result, Token, mean_confidence
 
 __all__ = ["Segment", "Transcript", "join_texts"]
 
@@ -42,9 +41,8 @@ class Segment:
         if decode is None:
             raise ValueError("trimming a result to its kept span needs the tokenizer's decode")
         toks = tuple(t for t in result.tokens if (lo is None or t.start >= lo) and (hi is None or t.start < hi))
-        conf = math.exp(sum(math.log(max(t.confidence, 1e-10)) for t in toks) / len(toks)) if toks else 0.0
         start, end = start if lo is None else lo, end if hi is None else hi
-        return cls(start, end, decode([t.id for t in toks]), conf, toks, channel)
+        return cls(start, end, decode([t.id for t in toks]), mean_confidence(toks), toks, channel)
 
     def to_dict(self, exact: bool = False) -> dict[str, Any]:
         """Rounded for output; exact=True keeps full precision and ids (for transport)."""
@@ -105,10 +103,7 @@ class Transcript:
 
     @property
     def confidence(self) -> float:
-        toks = self.tokens
-        if not toks:
-            return 0.0
-        return math.exp(sum(math.log(max(t.confidence, 1e-10)) for t in toks) / len(toks))
+        return mean_confidence(self.tokens)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON/JSONL record. `file`, `text`, `start`, `end`, `confidence` and
