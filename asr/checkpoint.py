@@ -51,7 +51,7 @@ class ModelBundle:
     path: Path
     extra: dict[str, Any]
     decoder: AttentionDecoder | None = None  # attention decoder for rescoring, if the model has one
-    lm: dict[str, Any] | None = None  # {"file": path, "weight": w, "bonus": b}: the shipped n-gram LM
+    lm: dict[str, Any] | None = None  # {"file": path, "weight": w, "bonus": b[, "beam": n]}: the shipped n-gram LM
 
     def streaming_chunk(self, chunk_ms: int = 0, history_ms: int = 0) -> ChunkConfig:
         """Streaming chunk and attention history given in milliseconds (0: the model's
@@ -194,7 +194,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu", verify:
 
 
 def _lm_section(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The model's n-gram LM (config key "lm": file, weight, bonus), path resolved."""
+    """The model's n-gram LM (config key "lm": file, weight, bonus, optional beam), path resolved."""
     lm = config.get("lm")
     if lm is None:
         return None
@@ -204,12 +204,16 @@ def _lm_section(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
         raise ModelDirError(f"{path / CONFIG}: the lm section needs file, weight and bonus ({e})") from e
     if fname not in config["files"]:
         raise ModelDirError(f"{path}: {CONFIG} has an lm section but does not list {fname}")
+    beam = lm.get("beam")
+    if beam is not None and (not isinstance(beam, int) or isinstance(beam, bool) or beam < 1):
+        raise ModelDirError(f"{path / CONFIG}: the lm section's beam must be a positive integer, not {beam!r}")
     return {**lm, "file": path / fname, "weight": weight, "bonus": bonus}
 
 
-def add_lm(model_dir: str | Path, arpa: str | Path, weight: float, bonus: float, info: dict[str, Any] | None = None) -> Path:
-    """Put an ARPA(.gz) LM into a model directory as lm.arpa.gz, with its fusion weights
-    and checksum in config.json."""
+def add_lm(model_dir: str | Path, arpa: str | Path, weight: float, bonus: float, info: dict[str, Any] | None = None,
+           beam: int | None = None) -> Path:
+    """Put an ARPA(.gz) LM into a model directory as lm.arpa.gz, with its fusion weights,
+    the beam they were tuned with (None: the decoder's default) and checksum in config.json."""
     import gzip
     import shutil
 
@@ -223,7 +227,7 @@ def add_lm(model_dir: str | Path, arpa: str | Path, weight: float, bonus: float,
             with open(arpa, "rb") as src, gzip.open(dst, "wb") as out:
                 shutil.copyfileobj(src, out)
     config["files"][LM] = sha256(dst)
-    config["lm"] = {"file": LM, "weight": weight, "bonus": bonus, **(info or {})}
+    config["lm"] = {"file": LM, "weight": weight, "bonus": bonus, **({"beam": beam} if beam else {}), **(info or {})}
     (path / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     return dst
 

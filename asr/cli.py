@@ -22,7 +22,8 @@ def _decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, default=None, help="model directory (default: $TINGXIE_MODEL or models/default)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--decoding", choices=["greedy", "prefix_beam"], default="greedy")
-    p.add_argument("--beam", type=int, default=10, help="beam size for prefix_beam")
+    p.add_argument("--beam", type=int, default=None,
+                   help="beam size for prefix_beam (default: the model's tuned beam with its LM, else 10)")
     p.add_argument("--rescoring", action="store_true",
                    help="attention-rescore the CTC n-best (models with an attention decoder, e.g. imported WeNet ones)")
     p.add_argument("--lm", default="auto",
@@ -160,9 +161,9 @@ def cmd_lm(args: argparse.Namespace) -> int:
     info = {"order": args.order, "cutoffs": cutoffs, "sentences": len(sentences), "ngrams": len(table),
             "sources": {"text": [str(f) for f in args.text or []], "manifest": [str(m) for m in args.manifest or []],
                         "synth_pool_seed": args.synth_pool}}
-    add_lm(args.model, out, args.weight, args.bonus, info)
+    add_lm(args.model, out, args.weight, args.bonus, info, beam=args.beam)
     print(f"{out}: {len(table)} n-grams of order <= {args.order} from {len(sentences)} sentences "
-          f"({out.stat().st_size / 1e6:.1f} MB); weight {args.weight}, bonus {args.bonus}")
+          f"({out.stat().st_size / 1e6:.1f} MB); weight {args.weight}, bonus {args.bonus}, beam {args.beam or 'default'}")
     return 0
 
 
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cutoffs", default="", help="per order, drop n-grams with a smaller (KN) count, e.g. 1,1,2")
     p.add_argument("--weight", type=float, default=0.8, help="LM weight (tune it on a dev set)")
     p.add_argument("--bonus", type=float, default=2.0, help="score bonus per unit (tune it with the weight)")
+    p.add_argument("--beam", type=int, default=None, help="beam size tuned with the LM (default: the decoder's, 10)")
     p.set_defaults(func=cmd_lm)
 
     p = sub.add_parser("import-wenet", help="convert a WeNet U2++ Conformer experiment folder into a model directory")

@@ -150,12 +150,12 @@ class DecodingConfig:
 
     `lm`: an n-gram language model over the model's units (ARPA, `asr.lm`) fused into
     prefix beam search (which it implies): hypotheses are ranked by CTC + lm_weight * LM
-    + lm_bonus * units. "auto" uses the model directory's LM with its tuned weights, if
-    it ships one; "none" or None decodes without.
+    + lm_bonus * units. "auto" uses the model directory's LM with its tuned weights (and
+    beam), if it ships one; "none" or None decodes without.
     """
 
     method: str = "greedy"  # greedy | prefix_beam
-    beam_size: int = 10
+    beam_size: int | None = None  # None: the beam tuned with the model's LM, else 10
     nbest: int = 1
     blank_penalty: float = 0.0
     rescoring: bool = False
@@ -168,7 +168,7 @@ class DecodingConfig:
     def __post_init__(self) -> None:
         if self.method not in ("greedy", "prefix_beam"):
             raise ConfigError("decoding method must be greedy or prefix_beam")
-        if self.beam_size < 1 or self.nbest < 1 or self.nbest > self.beam_size:
+        if (self.beam_size is not None and self.beam_size < 1) or not 1 <= self.nbest <= (self.beam_size or 10):
             raise ConfigError("need 1 <= nbest <= beam_size")
         if self.ctc_weight < 0:
             raise ConfigError("ctc_weight must be >= 0")

@@ -8,6 +8,7 @@ for one stream at a time for library users.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 from dataclasses import dataclass, field
@@ -26,11 +27,12 @@ from .model.conformer import chunk_window
 from .model.state import EncoderState
 
 __all__ = ["Recognizer", "Stream", "Result", "Token", "mean_confidence", "resolve_device", "resolve_precision",
-           "cpu_has_native_bf16", "command_precision", "default_threads"]
+           "cpu_has_native_bf16", "command_precision", "default_threads", "matmul_weights_in"]
 
 # Token end times: a CTC peak marks a token's onset; without alignment of the token's
 # extent we end it at the next onset, at most this long after its own.
 MAX_TOKEN_MS = 400
+DEFAULT_BEAM = 10  # WeNet's runtime default; a model's LM may ship a wider tuned one
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,21 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def matmul_weights_in(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """`model`, or for bf16/fp16 compute a copy whose linear and convolution parameters
+    are stored in `dtype`. Autocast would cast the same fp32 weights to the same values
+    on every model call, since its cast cache lives only as long as one autocast context:
+    about a fifth of a batched streaming step on the CPU (docs/benchmarks.md). Norms stay
+    in fp32, as autocast runs them. The copy leaves the bundle's model as it was."""
+    if dtype == torch.float32:
+        return model
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
+            m.to(dtype)
+    return model
+
+
 class Recognizer:
     """Conformer-CTC recognizer for one model directory."""
 
@@ -145,7 +162,7 @@ class Recognizer:
         self.bundle = bundle
         self.device = resolve_device(device)
         self.compute_dtype = resolve_precision(precision, self.device)
-        self.model = bundle.model.to(self.device).eval()
+        self.model = matmul_weights_in(bundle.model, self.compute_dtype).to(self.device).eval()
         self.decoder = bundle.decoder.to(self.device).eval() if bundle.decoder is not None else None
         self.tokenizer = bundle.tokenizer
         self.features = bundle.features
@@ -158,31 +175,32 @@ class Recognizer:
         self.window, self.stride = chunk_window(cfg, self.chunk.chunk_size)
         self.min_frames = cfg.right_context + 1  # fbank frames that give one encoder frame
         self._check_rescoring(decoding.rescoring)
-        self.lm, self.lm_weight, self.lm_bonus = self._load_lm(decoding)
+        self.lm, self.lm_weight, self.lm_bonus, tuned_beam = self._load_lm(decoding)
+        self.beam_size = decoding.beam_size or tuned_beam or DEFAULT_BEAM
         # When True, `step` leaves each stream's CTC search (the costly part with an LM) to
         # the next read of its result, on the reader's thread: the server's engine thread
         # then runs only the model, and the event loop's core runs the search.
         self.defer_search = False
 
     def _load_lm(self, d: DecodingConfig):
-        """(NgramLM or None, weight, bonus) for DecodingConfig.lm."""
+        """(NgramLM or None, weight, bonus, tuned beam or None) for DecodingConfig.lm."""
         from .lm import LMError, NgramLM  # noqa: PLC0415
 
         if d.lm in (None, "none"):
-            return None, 0.0, 0.0
+            return None, 0.0, 0.0, None
         shipped = self.bundle.lm
         if d.lm == "auto":
             if shipped is None:
-                return None, 0.0, 0.0
-            path, weight, bonus = shipped["file"], shipped["weight"], shipped["bonus"]
+                return None, 0.0, 0.0, None
+            path, weight, bonus, beam = shipped["file"], shipped["weight"], shipped["bonus"], shipped.get("beam")
         else:
-            path, weight, bonus = Path(d.lm), 0.5, 1.0
+            path, weight, bonus, beam = Path(d.lm), 0.5, 1.0, None
             if not path.is_file():
                 raise ValueError(f"language model {path} not found")
         weight = weight if d.lm_weight is None else d.lm_weight
         bonus = bonus if d.lm_bonus is None else d.lm_bonus
         try:
-            return NgramLM.load(path, self.tokenizer.units), weight, bonus
+            return NgramLM.load(path, self.tokenizer.units), weight, bonus, beam
         except LMError as e:
             raise ValueError(str(e)) from e
 
@@ -194,7 +212,7 @@ class Recognizer:
         """A CTC search for one utterance: prefix beam for rescoring or with an LM."""
         d = self.decoding
         method = "prefix_beam" if rescoring else self.search_method
-        return make_decoder(method, d.beam_size, 0, d.blank_penalty, self.lm, self.lm_weight, self.lm_bonus)
+        return make_decoder(method, self.beam_size, 0, d.blank_penalty, self.lm, self.lm_weight, self.lm_bonus)
 
     @classmethod
     def from_dir(
@@ -281,7 +299,7 @@ class Recognizer:
                 return (enc[0].float() if keep_encoder else None), logp[0].float().cpu()
             window, stride = chunk_window(cfg, chunk_size)
             cache = -1 if left_chunks < 0 else chunk_size * left_chunks
-            state = self.model.initial_state(1)
+            state = self.model.initial_state(1, self.compute_dtype)
             encs, outs = [], []
             for start in range(0, feats.size(0) - self.min_frames + 1, stride):
                 x = feats[start : start + window]
@@ -396,12 +414,12 @@ class Recognizer:
         if not rescored:
             opts = {"decoding": self.search_method, "chunk_size": self.chunk.chunk_size}
             if self.lm is not None:
-                opts.update(beam_size=d.beam_size, lm_weight=self.lm_weight, lm_bonus=self.lm_bonus)
+                opts.update(beam_size=self.beam_size, lm_weight=self.lm_weight, lm_bonus=self.lm_bonus)
             return opts
         return {
             "decoding": "attention_rescoring",
             "chunk_size": self.chunk.chunk_size,
-            "beam_size": d.beam_size,
+            "beam_size": self.beam_size,
             "ctc_weight": d.ctc_weight,
             "reverse_weight": d.reverse_weight,
         }
@@ -462,7 +480,7 @@ class Stream:
         self._new_utterance()
 
     def _new_utterance(self) -> None:
-        self._state = EncoderState.initial(self.rec.model.cfg, 1, self.rec.device)
+        self._state = EncoderState.initial(self.rec.model.cfg, 1, self.rec.device, self.rec.compute_dtype)
         self._decoder = self.rec.new_decoder(self.rescoring)
         self._pending: list[torch.Tensor] = []  # log-probs not searched yet (Recognizer.defer_search)
         self._encoder_out: list[torch.Tensor] = []  # this utterance's, kept only when rescoring

@@ -15,6 +15,7 @@ import torch
 from asr.config import ModelConfig
 from asr.model.conformer import CTCModel, chunk_window
 from asr.model.state import EncoderState
+from asr.recognizer import matmul_weights_in
 
 # The default model's shape (models/default/config.json); vocab ~ 5,000 Han units + pieces.
 DEFAULT = dict(vocab_size=5200, output_size=192, attention_heads=4, linear_units=768, num_blocks=10,
@@ -37,6 +38,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cfg = ModelConfig(**{**DEFAULT, **(json.loads(args.config) if args.config else {})})
     model = CTCModel(cfg).eval()
+    if args.precision == "bf16":  # weights stored in bf16 once, as the Recognizer does
+        model = matmul_weights_in(model, torch.bfloat16)
     window, _ = chunk_window(cfg, args.chunk)
     frame_s = cfg.subsampling_rate * 0.01
     history = int(args.history_s / frame_s)

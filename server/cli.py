@@ -38,7 +38,7 @@ def build_recognizer(settings: Settings):
     torch.set_num_threads(settings.threads or default_threads())
     bundle = load_model_dir(settings.model)
     chunk = bundle.streaming_chunk(settings.chunk_ms, settings.history_ms)
-    decoding = DecodingConfig(settings.decoding, settings.beam, rescoring=settings.rescoring, lm=settings.lm)
+    decoding = DecodingConfig(settings.decoding, settings.beam or None, rescoring=settings.rescoring, lm=settings.lm)
     try:
         rec = Recognizer(bundle, settings.device, decoding, chunk, blank_threshold=settings.blank_threshold,
                          precision=command_precision(settings.precision, settings.device))

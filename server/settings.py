@@ -67,7 +67,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("final_pass_max_wait_ms", float, "auto: a final pass that waited this long for the engine gives way to the "
            "streaming result"),
     Option("decoding", str, "CTC search", ("greedy", "prefix_beam")),
-    Option("beam", int, "beam size for prefix_beam and rescoring"),
+    Option("beam", int, "beam size for prefix_beam and rescoring (0: the model's tuned beam with its LM, else 10)"),
     Option("rescoring", _bool, "attention-rescore finals (models with an attention decoder)"),
     Option("lm", str, "n-gram LM fused into prefix beam search: auto (the model's own, if it ships one), none, or an "
            "ARPA file"),
@@ -114,7 +114,7 @@ class Settings:
     final_pass: str = "auto"
     final_pass_max_wait_ms: float = 250.0
     decoding: str = "greedy"
-    beam: int = 10
+    beam: int = 0  # 0: the beam tuned with the model's LM (config.json), else 10
     rescoring: bool = False
     lm: str = "auto"
     chunk_ms: int = 0
@@ -138,11 +138,11 @@ class Settings:
     endpoint: EndpointConfig = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        positive = ("max_batch", "max_sessions", "max_frame_bytes", "max_buffer_s", "idle_timeout_s", "overload_s", "beam")
+        positive = ("max_batch", "max_sessions", "max_frame_bytes", "max_buffer_s", "idle_timeout_s", "overload_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
-        for name in ("max_wait_ms", "chunk_ms", "history_ms", "threads", "shutdown_timeout_s", "final_pass_max_wait_ms"):
+        for name in ("beam", "max_wait_ms", "chunk_ms", "history_ms", "threads", "shutdown_timeout_s", "final_pass_max_wait_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0")
         if not 0 <= self.port <= 65535:

@@ -115,7 +115,7 @@ def test_model_directory_lm_and_cli(tmp_path, random_model_dir):
     lines = ["".join(random.Random(i).choice(HAN[:8]) for _ in range(6)) for i in range(200)]
     (tmp_path / "text.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = subprocess.run([sys.executable, "-m", "asr.cli", "lm", "--model", str(model), "--text",
-                          str(tmp_path / "text.txt"), "--order", "3", "--weight", "0.6", "--bonus", "1.5"],
+                          str(tmp_path / "text.txt"), "--order", "3", "--weight", "0.6", "--bonus", "1.5", "--beam", "7"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     bundle = load_model_dir(model)
@@ -125,14 +125,25 @@ def test_model_directory_lm_and_cli(tmp_path, random_model_dir):
     audio = speech_like(2.0)
     auto = Recognizer(bundle, "cpu", DecodingConfig(lm="auto"), precision="fp32")
     assert auto.lm is not None and auto.search_method == "prefix_beam"
-    assert auto.transcribe(audio).options["lm_weight"] == 0.6
+    assert auto.transcribe(audio).options == {"decoding": "prefix_beam", "chunk_size": auto.chunk.chunk_size,
+                                              "beam_size": 7, "lm_weight": 0.6, "lm_bonus": 1.5}
     off = Recognizer(bundle, "cpu", DecodingConfig(lm="none"), precision="fp32")
     assert off.lm is None and off.transcribe(audio).options["decoding"] == "greedy"
+    # the LM's tuned beam applies to its own fused search only; an explicit beam wins
+    assert Recognizer(bundle, "cpu", DecodingConfig("prefix_beam", lm="none")).beam_size == 10
+    assert Recognizer(bundle, "cpu", DecodingConfig(beam_size=3, lm="auto")).new_decoder().beam_size == 3
     # streams decode with the same fused search
     s = auto.stream()
-    assert s._decoder.lm is auto.lm and s._decoder.lm_weight == 0.6
+    assert s._decoder.lm is auto.lm and s._decoder.lm_weight == 0.6 and s._decoder.beam_size == 7
     with pytest.raises(ValueError, match="not found"):
         Recognizer(bundle, "cpu", DecodingConfig(lm=str(tmp_path / "missing.arpa")))
+
+    config = json.loads((model / "config.json").read_text())
+    for bad in (0, 2.5, "20"):
+        (model / "config.json").write_text(json.dumps({**config, "lm": {**config["lm"], "beam": bad}}))
+        with pytest.raises(ModelDirError, match="beam must be a positive integer"):
+            load_model_dir(model)
+    (model / "config.json").write_text(json.dumps(config))
 
     (model / "lm.arpa.gz").write_bytes(b"changed")
     with pytest.raises(ModelDirError, match="checksum mismatch for lm.arpa.gz"):

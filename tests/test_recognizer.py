@@ -228,6 +228,44 @@ def test_bf16_precision_stays_close_to_fp32(random_model_dir):
         Recognizer.from_dir(random_model_dir, device="cpu", precision="int4")
 
 
+def test_bf16_weights_stored_once_give_what_autocast_gives(random_model_dir, monkeypatch):
+    """The bf16 recognizer keeps its matmul weights and attention caches in bf16 (no cast
+    per model call, half the cache traffic) and computes exactly what autocast over fp32
+    weights and caches computes; the bundle's fp32 model is left as it was, so another
+    recognizer on the same bundle still runs in fp32."""
+    import asr.recognizer
+    from asr.checkpoint import load_model_dir
+    from asr.model.state import EncoderState
+
+    bundle = load_model_dir(random_model_dir)
+    bf16 = Recognizer(bundle, "cpu", precision="bf16")
+    fp32 = Recognizer(bundle, "cpu", precision="fp32")
+    assert {p.dtype for p in bundle.model.parameters()} == {torch.float32}
+    assert fp32.model is bundle.model and bf16.model is not bundle.model
+    stored = {n.rsplit(".", 2)[-2]: p.dtype for n, p in bf16.model.named_parameters() if n.endswith(".weight")}
+    assert stored["ctc_lo"] == torch.bfloat16 and torch.float32 in stored.values()  # norms stay fp32
+    monkeypatch.setattr(asr.recognizer, "matmul_weights_in", lambda model, dtype: model)
+    autocast = Recognizer(bundle, "cpu", precision="bf16")  # casts the fp32 weights per call
+    assert autocast.model is bundle.model
+
+    audio = speech_like(2.0, seed=12)
+    for chunk in (None, 4):
+        a, b = autocast.ctc_logprobs(audio, 16000, chunk), bf16.ctc_logprobs(audio, 16000, chunk)
+        assert torch.equal(a, b) and not torch.equal(a, fp32.ctc_logprobs(audio, 16000, chunk))
+    finals = []
+    for r in (autocast, bf16):
+        s = r.stream()
+        s.accept(audio)
+        assert s._state.att_cache.dtype == torch.bfloat16  # keys and values kept as computed
+        finals.append(s.finalize())
+    assert finals[0].text == finals[1].text and finals[0].tokens == finals[1].tokens
+    # a float32 attention cache would hold the same numbers
+    chunked = bf16.ctc_logprobs(audio, 16000, 4)
+    monkeypatch.setattr(bf16.model, "initial_state", lambda batch=1, att_dtype=None: EncoderState.initial(
+        bf16.model.cfg, batch))
+    assert torch.equal(bf16.ctc_logprobs(audio, 16000, 4), chunked)
+
+
 @pytest.mark.parametrize("method", ["greedy", "prefix_beam"])
 def test_deferred_search_gives_the_same_partials_and_finals(random_model_dir, method):
     """The server's engine leaves the CTC search to the reader (defer_search): same results."""

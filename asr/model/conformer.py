@@ -159,8 +159,8 @@ class CTCModel(nn.Module):
         out, lens, state = self.encoder.forward_chunk(xs, xs_lens, state, cache_frames)
         return out, self.ctc(out), lens, state
 
-    def initial_state(self, batch: int = 1) -> EncoderState:
-        return EncoderState.initial(self.cfg, batch, next(self.parameters()).device)
+    def initial_state(self, batch: int = 1, att_dtype: torch.dtype = torch.float32) -> EncoderState:
+        return EncoderState.initial(self.cfg, batch, next(self.parameters()).device, att_dtype)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

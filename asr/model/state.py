@@ -31,11 +31,15 @@ class EncoderState:
         return int(self.offset.numel())
 
     @staticmethod
-    def initial(cfg: ModelConfig, batch: int = 1, device: torch.device | str = "cpu") -> "EncoderState":
+    def initial(cfg: ModelConfig, batch: int = 1, device: torch.device | str = "cpu",
+                att_dtype: torch.dtype = torch.float32) -> "EncoderState":
+        """att_dtype: the attention cache's dtype. Under bf16/fp16 autocast the keys and
+        values are computed in that dtype, so a cache kept in it holds the same numbers as
+        a float32 one in half the memory, and steps copy half as much."""
         dk2 = 2 * cfg.output_size // cfg.attention_heads
         lorder = cfg.cnn_module_kernel - 1 if (cfg.causal and cfg.use_cnn_module) else 0
         return EncoderState(
-            att_cache=torch.zeros(cfg.num_blocks, batch, cfg.attention_heads, 0, dk2, device=device),
+            att_cache=torch.zeros(cfg.num_blocks, batch, cfg.attention_heads, 0, dk2, device=device, dtype=att_dtype),
             att_len=torch.zeros(batch, dtype=torch.long, device=device),
             cnn_cache=torch.zeros(cfg.num_blocks, batch, cfg.output_size, lorder, device=device),
             offset=torch.zeros(batch, dtype=torch.long, device=device),
