@@ -129,8 +129,11 @@ class App:
             select_subprotocol=self.integrations.select_subprotocol,
         )
         self._port = self._server.sockets[0].getsockname()[1]
+        search = self.rec.search_method
+        if search == "prefix_beam":
+            search += f" beam {getattr(self.rec, 'beam_size', '?')}"
         log.info("listening on %s:%d (model %s; search %s, language model %s)", s.host, self.port, self.model_name,
-                 self.rec.search_method, "on" if self.rec.lm is not None else "off")
+                 search, "on" if self.rec.lm is not None else "off")
         if s.http_port >= 0:  # uploads need a body, which websockets refuses: own listener
             from .http_api import HttpApi  # noqa: PLC0415
 
