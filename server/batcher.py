@@ -5,17 +5,20 @@ future each. One gatherer task on the event loop waits for the first request, th
 `max_batch` requests or until `max_wait_ms` after the oldest one arrived (a deadline,
 never a polling sleep), and hands the batch to a single worker thread, which
 
-1. feeds each request's audio to its stream (fbank: computed here, off the event loop),
-2. runs one `Recognizer.step` over every stream with a chunk ready: one batched
+1. runs one `Recognizer.step` over every stream with a chunk ready: one batched
    `forward_chunk` for streams at different offsets,
-3. runs the utterance ends (`Stream.end_utterance`, and `Recognizer.transcribe_many` for
+2. runs the utterance ends (`Stream.end_utterance`, and `Recognizer.transcribe_many` for
    the full-context final passes, one padded batch) for about as long as the step took,
    deferring the rest to the next batch so that a burst of finals never stalls the
    partials of every stream; with `final_pass_max_wait_ms` (final pass "auto"), a pass
    that has already waited that long, or that comes while the worker has been busy more
    than MAX_BUSY_FOR_PASSES of the last seconds, gives way to the streaming result,
 
-and the gatherer resolves the futures on the loop. While the worker runs, new requests
+and the gatherer resolves the futures on the loop. A chunk request's audio is fed to its
+stream (and VAD) when it is submitted, on the loop's thread: the features (fbank) are a
+per-stream cost that no batching shares, and the worker, which is the bottleneck at
+capacity, spent about a fifth of its time on them (docs/benchmarks.md, session 7); the
+loop's thread had the time to spare. While the worker runs, new requests
 queue up, so batches grow with load. Each stream has at most one request in flight, so
 the queue never holds more requests than there are streams. A request that waited longer
 than `overload_s` fails with `Overloaded`: the machine cannot keep up.
@@ -47,6 +50,21 @@ MIN_FINAL_BUDGET_S = 0.05
 MAX_BUSY_FOR_PASSES = 0.75
 BUSY_WINDOW_S = 3.0
 DEFERRED = object()  # a final pass left for the next batch
+
+
+def _feed(req: ChunkRequest) -> InternalError | None:
+    """Give a chunk request's audio to its stream and VAD (features are computed here)."""
+    try:
+        if req.audio is not None and req.audio.size:
+            req.stream.accept_waveform(req.audio)
+            if req.vad is not None:
+                req.vad.accept(req.audio)
+        if req.finish:
+            req.stream.input_finished()
+    except Exception:
+        log.exception("feeding audio failed")
+        return InternalError("could not process the audio")
+    return None
 
 
 class EngineClosed(InternalError):
@@ -178,6 +196,11 @@ class Batcher:
         if self._closing or self._task is None or self._wakeup is None:
             fut.set_exception(EngineClosed())
             return fut
+        if isinstance(request, ChunkRequest):
+            error = _feed(request)
+            if error is not None:
+                fut.set_exception(error)
+                return fut
         self._queue.append(_Item(request, fut, loop.time()))
         self._wakeup.set()
         return fut
@@ -268,19 +291,8 @@ class Batcher:
         outcomes: list[Any] = [False] * len(requests)
         stepping: list[int] = []
         for i, req in enumerate(requests):
-            if isinstance(req, ChunkRequest):
-                try:
-                    if req.audio is not None and req.audio.size:
-                        req.stream.accept_waveform(req.audio)
-                        if req.vad is not None:
-                            req.vad.accept(req.audio)
-                    if req.finish:
-                        req.stream.input_finished()
-                    if req.stream.ready():
-                        stepping.append(i)
-                except Exception:
-                    log.exception("feeding audio failed")
-                    outcomes[i] = InternalError("could not process the audio")
+            if isinstance(req, ChunkRequest) and req.stream.ready():  # fed on submit
+                stepping.append(i)
         t1 = time.perf_counter()
         if stepping:
             try:

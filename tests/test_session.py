@@ -3,8 +3,9 @@ channels, endpoints, finals, flushing, errors, backlog and memory.
 
 Protocol logic is tested with a scripted stand-in for `asr.recognizer.Stream` (loud
 0.1 s chunks are "speech", each giving one character); recognition results are tested
-with a real random model against `Recognizer.transcribe`. Requests run through the
-engine's own worker function (`Batcher._work`), synchronously.
+with a real random model against `Recognizer.transcribe`. Requests run as the engine
+runs them, synchronously: chunk audio fed as on submit (`server.batcher._feed`), then
+the engine's own worker function (`Batcher._work`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from asr.recognizer import Recognizer
 from server.batcher import Batcher
 from server.errors import CLOSE_GOING_AWAY, FrameTooLarge, ProtocolError, to_error
 from server.protocol import Done, Final, Partial, Ready
-from server.session import FinalRequest, Session, SessionConfig
+from server.session import ChunkRequest, FinalRequest, Session, SessionConfig
 
 from .conftest import speech_like
 
@@ -127,6 +128,18 @@ def make(config=None, query=None, rec=None, final_pass="stream", endpoint=Endpoi
     return Session("sid", cfg, factory, query), Batcher(rec)
 
 
+def work(engine: Batcher, reqs: list) -> tuple[list, object]:
+    """One engine run over `reqs`: audio fed as `Batcher.submit` feeds it, then `_work`;
+    a request whose audio could not be fed gets that error as its outcome."""
+    from server.batcher import _feed
+
+    errors = {i: _feed(r) for i, r in enumerate(reqs) if isinstance(r, ChunkRequest)}
+    ok = [r for i, r in enumerate(reqs) if errors.get(i) is None]
+    outcomes, stats = engine._work(ok)
+    done = iter(outcomes)
+    return [errors[i] if errors.get(i) is not None else next(done) for i in range(len(reqs))], stats
+
+
 def drain(session: Session, engine: Batcher) -> list:
     """Run every request the session produces until it waits for input; return messages.
     Final passes the engine defers to a later batch (its time budget) run in the next."""
@@ -134,7 +147,7 @@ def drain(session: Session, engine: Batcher) -> list:
 
     reqs = session.take_requests()
     while reqs:
-        outcomes, _ = engine._work(reqs)
+        outcomes, _ = work(engine, reqs)
         deferred = []
         for r, o in zip(reqs, outcomes):
             if o is DEFERRED:
@@ -287,7 +300,7 @@ def test_features_are_computed_once_per_chunk_not_per_frame():
         reqs = s.take_requests()
         requests += len(reqs)
         for r in reqs:
-            (o,), _ = e._work([r])
+            (o,), _ = work(e, [r])
             s.complete(r, o)
     assert requests == 20  # one per 0.1 s chunk
 
@@ -379,7 +392,7 @@ def test_abort_stops_everything():
     s.receive(s16(levels((0.4, 0.3))))
     reqs = s.take_requests()
     s.abort()
-    outcomes, _ = e._work(reqs)
+    outcomes, _ = work(e, reqs)
     s.complete(reqs[0], outcomes[0])
     s.receive(b"\x00\x00")
     assert s.take_messages() == [] and s.take_requests() == []
@@ -479,7 +492,7 @@ def test_real_model_endpoints_keep_absolute_times(rec):
     msgs = []
     while reqs := s.take_requests():
         requests += [r for r in reqs if isinstance(r, FinalRequest) and r.emit]
-        outcomes, _ = e._work(reqs)
+        outcomes, _ = work(e, reqs)
         for r, o in zip(reqs, outcomes):
             s.complete(r, o)
         msgs += s.take_messages()
