@@ -33,7 +33,7 @@ class Metrics:
         buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
         self.step_seconds = Histogram("tingxie_step_seconds", "Duration of one batched model step", buckets=buckets, registry=r)
         self.batch_seconds = Histogram(
-            "tingxie_batch_seconds", "Worker time per batch (features, step, final passes)", buckets=buckets, registry=r
+            "tingxie_batch_seconds", "Worker time per batch (step, final passes)", buckets=buckets, registry=r
         )
         self.queue_wait = Histogram(
             "tingxie_queue_wait_seconds", "Longest wait of a request for its batch", buckets=buckets, registry=r
