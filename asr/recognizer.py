@@ -134,9 +134,9 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 def matmul_weights_in(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     """`model`, or for bf16/fp16 compute a copy whose linear and convolution parameters
     are stored in `dtype`. Autocast would cast the same fp32 weights to the same values
-    on every model call, since its cast cache lives only as long as one autocast context:
-    about a fifth of a batched streaming step on the CPU (docs/benchmarks.md). Norms stay
-    in fp32, as autocast runs them. The copy leaves the bundle's model as it was."""
+    on every model call, since its cast cache lives only as long as one autocast context
+    (about a tenth of a streaming step at batch 1 on the CPU, docs/benchmarks.md). Norms
+    stay in fp32, as autocast runs them. The copy leaves the bundle's model as it was."""
     if dtype == torch.float32:
         return model
     model = copy.deepcopy(model)
