@@ -12,6 +12,8 @@ from typing import Any, Mapping, TypeVar
 
 T = TypeVar("T")
 
+DEFAULT_BEAM = 10  # WeNet's runtime default; a model's LM may ship a wider tuned one
+
 SUBSAMPLING = {
     # name: (rate, right_context) in fbank frames, as WeNet defines them.
     "conv2d": (4, 6),
@@ -155,7 +157,7 @@ class DecodingConfig:
     """
 
     method: str = "greedy"  # greedy | prefix_beam
-    beam_size: int | None = None  # None: the beam tuned with the model's LM, else 10
+    beam_size: int | None = None  # None: the beam tuned with the model's LM, else DEFAULT_BEAM
     nbest: int = 1
     blank_penalty: float = 0.0
     rescoring: bool = False
@@ -168,7 +170,7 @@ class DecodingConfig:
     def __post_init__(self) -> None:
         if self.method not in ("greedy", "prefix_beam"):
             raise ConfigError("decoding method must be greedy or prefix_beam")
-        if (self.beam_size is not None and self.beam_size < 1) or not 1 <= self.nbest <= (self.beam_size or 10):
+        if (self.beam_size is not None and self.beam_size < 1) or not 1 <= self.nbest <= (self.beam_size or DEFAULT_BEAM):
             raise ConfigError("need 1 <= nbest <= beam_size")
         if self.ctc_weight < 0:
             raise ConfigError("ctc_weight must be >= 0")

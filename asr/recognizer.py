@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .checkpoint import ModelBundle, load_model_dir
-from .config import ChunkConfig, DecodingConfig
+from .config import DEFAULT_BEAM, ChunkConfig, DecodingConfig
 from .decoding import Hypothesis, make_decoder
 from .decoding.rescore import rescore as attention_rescore
 from .features import StreamingFbank, StreamingResampler, fbank, resample, to_float32
@@ -32,7 +32,6 @@ __all__ = ["Recognizer", "Stream", "Result", "Token", "mean_confidence", "resolv
 # Token end times: a CTC peak marks a token's onset; without alignment of the token's
 # extent we end it at the next onset, at most this long after its own.
 MAX_TOKEN_MS = 400
-DEFAULT_BEAM = 10  # WeNet's runtime default; a model's LM may ship a wider tuned one
 
 
 @dataclass(frozen=True)
