@@ -26,6 +26,21 @@ def test_fbank_matches_kaldi_as_wenet_calls_it():
     assert torch.allclose(ours, ref, atol=1e-4)
 
 
+@pytest.mark.parametrize("bins,length_ms,shift_ms", [(80, 25.0, 10.0), (40, 32.0, 12.5)])
+def test_fbank_block_is_torchaudio_bit_for_bit(bins, length_ms, shift_ms):
+    """The block computation builds the window and mel matrix once; values stay torchaudio's."""
+    from asr.config import FeatureConfig
+    from asr.features import _kaldi_fbank
+
+    cfg = FeatureConfig(num_mel_bins=bins, frame_length_ms=length_ms, frame_shift_ms=shift_ms)
+    for seed, n in [(0, 5000), (1, 613), (2, 16000)]:
+        x = torch.from_numpy(speech_like(n / 16000, seed=seed))[:n]
+        x[: n // 3] = 0.0  # digital silence reaches the log floor
+        ref = kaldi.fbank(x[None] * 32768.0, num_mel_bins=bins, frame_length=length_ms, frame_shift=shift_ms,
+                          dither=0.0, energy_floor=0.0, sample_frequency=16000)
+        assert torch.equal(_kaldi_fbank(x, cfg), ref)
+
+
 def test_digital_silence_reads_like_faint_noise():
     from asr.config import FeatureConfig
 
