@@ -23,7 +23,7 @@ from .config import DEFAULT_BEAM, ChunkConfig, DecodingConfig
 from .decoding import Hypothesis, make_decoder
 from .decoding.rescore import rescore as attention_rescore
 from .features import StreamingFbank, StreamingResampler, fbank, resample, to_float32
-from .model.conformer import chunk_window
+from .model.conformer import PositionTable, chunk_window
 from .model.state import EncoderState
 
 __all__ = ["Recognizer", "Stream", "Result", "Token", "mean_confidence", "resolve_device", "resolve_precision",
@@ -180,6 +180,7 @@ class Recognizer:
         # the next read of its result, on the reader's thread: the server's engine thread
         # then runs only the model, and the event loop's core runs the search.
         self.defer_search = False
+        self._position_table: PositionTable | None = None  # built by the first streaming step
 
     def _load_lm(self, d: DecodingConfig):
         """(NgramLM or None, weight, bonus, tuned beam or None) for DecodingConfig.lm."""
@@ -246,6 +247,24 @@ class Recognizer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.compute_dtype)
 
+    # Largest projected-positions table, in encoder frames (164 s at 40 ms); utterances end
+    # long before (the endpoint's limit is 20 s), and longer ones project their own.
+    POSITION_TABLE_MAX = 4096
+
+    def _positions(self, state: EncoderState, chunk_size: int) -> PositionTable | None:
+        """A PositionTable for a step of `chunk_size` frames from `state`, grown by doubling
+        (from 1024) as offsets require; None past POSITION_TABLE_MAX."""
+        need = int(state.offset.max()) + chunk_size
+        table = self._position_table
+        if table is not None and table.size >= need:
+            return table
+        size = max(1024, 1 << (need - 1).bit_length())
+        if size > self.POSITION_TABLE_MAX:
+            return None
+        with torch.no_grad(), self._autocast():
+            self._position_table = PositionTable(self.model.encoder, size)
+        return self._position_table
+
     # ------------------------------------------------------------ whole audio
 
     def _features(self, audio: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
@@ -303,7 +322,8 @@ class Recognizer:
             for start in range(0, feats.size(0) - self.min_frames + 1, stride):
                 x = feats[start : start + window]
                 enc, logp, lens, state = self.model.forward_chunk_with_encoder(
-                    x[None], torch.tensor([x.size(0)], device=self.device), state, cache
+                    x[None], torch.tensor([x.size(0)], device=self.device), state, cache,
+                    self._positions(state, chunk_size),
                 )
                 n = int(lens[0])
                 outs.append(logp[0, :n].float().cpu())
@@ -442,7 +462,8 @@ class Recognizer:
         keep = any(s.rescoring for s in streams)
         with self._autocast():
             enc, logp, out_lens, new_state = self.model.forward_chunk_with_encoder(
-                xs.to(self.device), lens.to(self.device), state, self.chunk.cache_frames
+                xs.to(self.device), lens.to(self.device), state, self.chunk.cache_frames,
+                self._positions(state, self.chunk.chunk_size),
             )
         logp = logp.float().cpu()
         out_lens = out_lens.cpu()

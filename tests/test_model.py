@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from asr.config import ConfigError, ModelConfig
-from asr.model.conformer import CTCModel, chunk_mask, chunk_window
+from asr.model.conformer import CTCModel, PositionTable, chunk_mask, chunk_window
 from asr.model.state import EncoderState
 
 from .conftest import random_model
@@ -13,7 +13,9 @@ from .conftest import random_model
 TOL = 1e-4
 
 
-def stream_logprobs(model: CTCModel, feats: torch.Tensor, chunk: int, left: int) -> torch.Tensor:
+def stream_logprobs(
+    model: CTCModel, feats: torch.Tensor, chunk: int, left: int, positions: PositionTable | None = None
+) -> torch.Tensor:
     """Chunk-by-chunk streaming of one utterance (batch 1), WeNet's windowing."""
     window, stride = chunk_window(model.cfg, chunk)
     cache = -1 if left < 0 else chunk * left
@@ -21,7 +23,7 @@ def stream_logprobs(model: CTCModel, feats: torch.Tensor, chunk: int, left: int)
     outs = []
     for start in range(0, feats.size(0) - model.cfg.right_context, stride):
         x = feats[start : start + window]
-        lp, lens, state = model.forward_chunk(x[None], torch.tensor([x.size(0)]), state, cache)
+        lp, lens, state = model.forward_chunk(x[None], torch.tensor([x.size(0)]), state, cache, positions)
         outs.append(lp[0, : int(lens[0])])
     return torch.cat(outs)
 
@@ -41,6 +43,22 @@ def test_streaming_equals_chunk_masked_forward(chunk, left, norm):
         streamed = stream_logprobs(model, feats, chunk, left)
     assert streamed.shape == masked[0].shape == (int(lens[0]), model.cfg.vocab_size)
     assert (streamed - masked[0]).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_position_table_gives_the_same_numbers_and_falls_back_past_its_end(dtype):
+    model = random_model()
+    feats = feats_for(4, 203)  # 49 encoder frames: past the table's 32
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        table = PositionTable(model.encoder, 32)
+        gathers = []
+        gather = table.gather
+        table.gather = lambda *args: gathers.append(args[0]) or gather(*args)  # counts its use
+        projected = stream_logprobs(model, feats, 4, 2)
+        gathered = stream_logprobs(model, feats, 4, 2, table)
+    assert torch.equal(projected, gathered)
+    steps = projected.size(0) // 4 + (projected.size(0) % 4 > 0)
+    assert 0 < len(gathers) < steps * model.cfg.num_blocks  # used while it covers, then not
 
 
 @pytest.mark.parametrize("input_layer", ["conv2d6", "conv2d8"])

@@ -288,3 +288,16 @@ def test_deferred_search_gives_the_same_partials_and_finals(random_model_dir, me
         out.append(s.partial())
         got.append([(r.text, [t.start for t in r.tokens]) for r in out])
     assert got[0] == got[1] and any(text for text, _ in got[0])
+
+
+def test_position_table_grows_by_doubling_and_stops_at_its_limit(rec):
+    from asr.model.state import EncoderState
+
+    def state_at(offset):
+        st = EncoderState.initial(rec.model.cfg)
+        return EncoderState(st.att_cache, st.att_len, st.cnn_cache, torch.tensor([offset]))
+
+    assert rec._positions(state_at(0), 16).size == 1024
+    assert rec._positions(state_at(1500), 16).size == 2048
+    assert rec._positions(state_at(1000), 16).size == 2048  # kept, not rebuilt smaller
+    assert rec._positions(state_at(rec.POSITION_TABLE_MAX), 16) is None  # projected per step beyond

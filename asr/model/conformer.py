@@ -15,7 +15,7 @@ from ..config import ModelConfig
 from .layers import ConformerBlock, Conv2dSubsampling, GlobalCMVN, sinusoid, subsampled_lengths
 from .state import EncoderState
 
-__all__ = ["ConformerEncoder", "CTCModel", "chunk_mask", "chunk_window"]
+__all__ = ["ConformerEncoder", "CTCModel", "PositionTable", "chunk_mask", "chunk_window"]
 
 
 def chunk_mask(size: int, chunk: int, left_chunks: int = -1, device: torch.device | str = "cpu") -> Tensor:
@@ -36,6 +36,41 @@ def chunk_window(cfg: ModelConfig, chunk_size: int) -> tuple[int, int]:
     """
     rate, ctx = cfg.subsampling_rate, cfg.right_context
     return (chunk_size - 1) * rate + ctx + 1, chunk_size * rate
+
+
+class PositionTable:
+    """Every layer's projected positional embeddings, linear_pos(PE(p)) for 0 <= p < size,
+    for streaming steps of a model whose weights no longer change.
+
+    Streams in a batch sit at different offsets, so a step projected (B, C + t) embeddings
+    in every layer, about a fifth of the attention's time at batch 32; gathering rows of
+    this table gives the same values. Build it under the autocast the steps run in (its
+    values are that precision's). Rows are laid out (h * size, dk) per layer so that the
+    gather is (B, h, K, dk) and contiguous, as the score product wants it.
+    """
+
+    def __init__(self, encoder: "ConformerEncoder", size: int) -> None:
+        device = next(encoder.parameters()).device
+        pe = sinusoid(torch.arange(size, device=device), encoder.cfg.output_size)[None]
+        self.size = size
+        self.heads = encoder.cfg.attention_heads
+        self.tables = []
+        for layer in encoder.encoders:
+            p = layer.self_attn.project_positions(pe)[0]  # (h, size, dk)
+            self.tables.append(p.reshape(self.heads * size, p.size(-1)))
+
+    def covers(self, positions: Tensor) -> bool:
+        return int(positions.max()) < self.size
+
+    def gather(self, layer: int, index: Tensor, shape: tuple[int, int]) -> Tensor:
+        """Layer's p (B, h, K, dk) for `index` = `self.index(positions)`; shape = (B, K)."""
+        table = self.tables[layer]
+        return table.index_select(0, index).view(shape[0], self.heads, shape[1], table.size(-1))
+
+    def index(self, positions: Tensor) -> Tensor:
+        """(B, K) positions -> flat row index (B * h * K) into each layer's table."""
+        head = torch.arange(self.heads, device=positions.device)[None, :, None] * self.size
+        return (head + positions[:, None, :]).flatten()
 
 
 class ConformerEncoder(nn.Module):
@@ -67,14 +102,16 @@ class ConformerEncoder(nn.Module):
         return self.after_norm(x), lens
 
     def forward_chunk(
-        self, xs: Tensor, xs_lens: Tensor, state: EncoderState, cache_frames: int = -1
+        self, xs: Tensor, xs_lens: Tensor, state: EncoderState, cache_frames: int = -1,
+        positions: PositionTable | None = None,
     ) -> tuple[Tensor, Tensor, EncoderState]:
         """One streaming step for a batch of streams.
 
         xs (B, T_in, idim): each stream's fbank window (its last `right_context + 1 - rate`
         frames overlap the previous window), padded to T_in; xs_lens (B,) valid frames.
         state: the streams' stacked `EncoderState` (different offsets and cache lengths
-        allowed). cache_frames: attention history kept afterwards (-1 = all).
+        allowed). cache_frames: attention history kept afterwards (-1 = all). positions:
+        projected positional embeddings to gather from, where they cover this step.
         Returns (B, t, d) outputs, (B,) valid output lengths, and the new state.
         """
         cfg = self.cfg
@@ -84,9 +121,17 @@ class ConformerEncoder(nn.Module):
         c = state.att_cache.size(3)
         slots = torch.arange(c + t, device=x.device)
         valid = (slots[None, :] >= (c - state.att_len)[:, None]) & (slots[None, :] < (c + lens)[:, None])
-        positions = (state.offset[:, None] - c + slots[None, :]).clamp(min=0)
-        pos_emb = sinusoid(positions, cfg.output_size)  # (B, C + t, d)
+        key_positions = (state.offset[:, None] - c + slots[None, :]).clamp(min=0)
+        if positions is not None and positions.covers(key_positions):
+            pos_emb, pos_index = None, positions.index(key_positions)
+        else:
+            pos_emb, pos_index = sinusoid(key_positions, cfg.output_size), None  # (B, C + t, d)
         pad = (torch.arange(t, device=x.device)[None, :] < lens[:, None])[:, None, :]
+        # Once streams hold their full history and bring full chunks, nothing is masked:
+        # skipping the masks then saves four passes over scores and activations per layer.
+        mask = None if bool(valid.all()) else valid[:, None, :]
+        if bool(pad.all()):
+            pad = None
 
         new_len = state.att_len + lens
         if cache_frames >= 0:
@@ -103,7 +148,8 @@ class ConformerEncoder(nn.Module):
         att_caches, cnn_caches = [], []
         for i, layer in enumerate(self.encoders):
             cnn_cache = state.cnn_cache[i] if lorder > 0 else None
-            x, kv, conv_in = layer(x, valid[:, None, :], pos_emb, pad, state.att_cache[i], cnn_cache)
+            p = positions.gather(i, pos_index, key_positions.shape) if pos_index is not None else None
+            x, kv, conv_in = layer(x, mask, pos_emb, pad, state.att_cache[i], cnn_cache, p)
             if same is not None:
                 att_caches.append(kv[:, :, c + same - width : c + same])
             else:
@@ -149,9 +195,10 @@ class CTCModel(nn.Module):
         return self.ctc(out), lens
 
     def forward_chunk(
-        self, xs: Tensor, xs_lens: Tensor, state: EncoderState, cache_frames: int = -1
+        self, xs: Tensor, xs_lens: Tensor, state: EncoderState, cache_frames: int = -1,
+        positions: PositionTable | None = None,
     ) -> tuple[Tensor, Tensor, EncoderState]:
-        out, lens, state = self.encoder.forward_chunk(xs, xs_lens, state, cache_frames)
+        out, lens, state = self.encoder.forward_chunk(xs, xs_lens, state, cache_frames, positions)
         return self.ctc(out), lens, state
 
     def forward_with_encoder(
@@ -162,10 +209,11 @@ class CTCModel(nn.Module):
         return out, self.ctc(out), lens
 
     def forward_chunk_with_encoder(
-        self, xs: Tensor, xs_lens: Tensor, state: EncoderState, cache_frames: int = -1
+        self, xs: Tensor, xs_lens: Tensor, state: EncoderState, cache_frames: int = -1,
+        positions: PositionTable | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, EncoderState]:
         """As `forward_chunk`, also returning the encoder output: (enc (B, t, d), logp, lens, state)."""
-        out, lens, state = self.encoder.forward_chunk(xs, xs_lens, state, cache_frames)
+        out, lens, state = self.encoder.forward_chunk(xs, xs_lens, state, cache_frames, positions)
         return out, self.ctc(out), lens, state
 
     def initial_state(self, batch: int = 1, att_dtype: torch.dtype = torch.float32) -> EncoderState:

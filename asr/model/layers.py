@@ -149,8 +149,15 @@ class RelPositionAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.h, self.dk)
 
-    def forward(self, x: Tensor, mask: Tensor, pos_emb: Tensor, kv_cache: Tensor | None) -> tuple[Tensor, Tensor]:
-        """x (B, t, d); mask (B, t|1, K) True = attend; pos_emb (B|1, K, d);
+    def project_positions(self, pos_emb: Tensor) -> Tensor:
+        """(B|1, K, d) positional embeddings -> p (B|1, h, K, dk)."""
+        return self._heads(self.linear_pos(pos_emb)).transpose(1, 2)
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None, pos_emb: Tensor | None, kv_cache: Tensor | None, p: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """x (B, t, d); mask (B, t|1, K) True = attend, or None when every key may be
+        attended; pos_emb (B|1, K, d), or p = `project_positions(pos_emb)` already made;
         kv_cache (B, h, C, 2*dk) or None, with K = C + t. Returns (out, new kv (B, h, K, 2*dk))."""
         b, t, _ = x.shape
         q = self._heads(self.linear_q(x))  # (B, t, h, dk)
@@ -161,13 +168,17 @@ class RelPositionAttention(nn.Module):
             k = torch.cat([ck, k], dim=2)
             v = torch.cat([cv, v], dim=2)
         new_kv = torch.cat([k, v], dim=-1)
-        p = self._heads(self.linear_pos(pos_emb)).transpose(1, 2)  # (B|1, h, K, dk)
+        if p is None:
+            p = self.project_positions(pos_emb)
         q_u = (q + self.pos_bias_u).transpose(1, 2)
         q_v = (q + self.pos_bias_v).transpose(1, 2)
         scores = (q_u @ k.transpose(-2, -1) + q_v @ p.transpose(-2, -1)) / math.sqrt(self.dk)
-        blocked = ~mask.unsqueeze(1)  # (B, 1, t|1, K)
-        scores = scores.float().masked_fill(blocked, float("-inf"))
-        attn = torch.softmax(scores, dim=-1).masked_fill(blocked, 0.0).to(v.dtype)
+        if mask is None:
+            attn = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+        else:
+            blocked = ~mask.unsqueeze(1)  # (B, 1, t|1, K)
+            scores = scores.float().masked_fill(blocked, float("-inf"))
+            attn = torch.softmax(scores, dim=-1).masked_fill(blocked, 0.0).to(v.dtype)
         out = (self.dropout(attn) @ v).transpose(1, 2).reshape(b, t, self.h * self.dk)
         return self.linear_out(out), new_kv
 
@@ -247,16 +258,18 @@ class ConformerBlock(nn.Module):
     def forward(
         self,
         x: Tensor,
-        mask: Tensor,
-        pos_emb: Tensor,
+        mask: Tensor | None,
+        pos_emb: Tensor | None,
         pad_mask: Tensor | None,
         kv_cache: Tensor | None = None,
         cnn_cache: Tensor | None = None,
+        p: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Returns (x, new kv (B, h, C + t, 2dk), conv input (B, d, lorder + t) or None)."""
+        """Returns (x, new kv (B, h, C + t, 2dk), conv input (B, d, lorder + t) or None).
+        p: this layer's projected positions, in place of pos_emb (see RelPositionAttention)."""
         if hasattr(self, "feed_forward_macaron"):
             x = x + self.ff_scale * self.dropout(self.feed_forward_macaron(self.norm_ff_macaron(x)))
-        att, new_kv = self.self_attn(self.norm_mha(x), mask, pos_emb, kv_cache)
+        att, new_kv = self.self_attn(self.norm_mha(x), mask, pos_emb, kv_cache, p)
         x = x + self.dropout(att)
         conv_in = None
         if hasattr(self, "conv_module"):
