@@ -145,9 +145,15 @@ class ConformerEncoder(nn.Module):
         # (a gather per layer cost ~7% of a batched step).
         same = int(lens[0]) if b and bool((lens == lens[0]).all()) else None
 
+        fresh = state.offset == 0  # streams without history: their conv caches start from zeros
+        fresh = fresh if lorder > 0 and bool(fresh.any()) else None
+
         att_caches, cnn_caches = [], []
         for i, layer in enumerate(self.encoders):
             cnn_cache = state.cnn_cache[i] if lorder > 0 else None
+            if fresh is not None:
+                start = layer.conv_module.initial_cache().to(cnn_cache.dtype)
+                cnn_cache = torch.where(fresh[:, None, None], start, cnn_cache)
             p = positions.gather(i, pos_index, key_positions.shape) if pos_index is not None else None
             x, kv, conv_in = layer(x, mask, pos_emb, pad, state.att_cache[i], cnn_cache, p)
             if same is not None:

@@ -197,21 +197,24 @@ class ConvolutionModule(nn.Module):
         self.pointwise_conv2 = nn.Conv1d(d, d, 1)
 
     def forward(self, x: Tensor, pad_mask: Tensor | None, cache: Tensor | None) -> tuple[Tensor, Tensor]:
-        """x (B, t, d); pad_mask (B, 1, t) True = valid; cache (B, d, lorder) or None.
+        """x (B, t, d); pad_mask (B, 1, t) True = valid, or None; cache (B, d, lorder): the
+        GLU outputs of the stream's previous lorder frames (streaming, see `initial_cache`),
+        or None for whole utterances (left context of zeros before pointwise_conv1, as WeNet).
 
-        Returns (out (B, t, d), the padded input (B, d, lorder + t)) so that the caller
-        takes each stream's next cache from its own valid frames.
+        Returns (out (B, t, d), the depthwise convolution's input (B, d, lorder + t)), from
+        which the caller takes each stream's next cache among its own valid frames.
         """
         x = x.transpose(1, 2)
         if pad_mask is not None:
             x = x.masked_fill(~pad_mask, 0.0)
-        if self.lorder > 0:
-            if cache is None:
-                x = nn.functional.pad(x, (self.lorder, 0))
-            else:
-                x = torch.cat([cache.to(x.dtype), x], dim=2)
-        padded = x
+        if self.lorder > 0 and cache is None:
+            x = nn.functional.pad(x, (self.lorder, 0))
         x = nn.functional.glu(self.pointwise_conv1(x), dim=1)
+        if self.lorder > 0 and cache is not None:
+            # pointwise_conv1 and GLU act frame by frame, so the cache holds their outputs:
+            # a 16-frame step no longer recomputes them for 14 frames of history.
+            x = torch.cat([cache.to(x.dtype), x], dim=2)
+        padded = x
         x = self.depthwise_conv(x)
         if self.use_layer_norm:
             x = self.norm(x.transpose(1, 2)).transpose(1, 2)
@@ -221,6 +224,12 @@ class ConvolutionModule(nn.Module):
         if pad_mask is not None:
             x = x.masked_fill(~pad_mask, 0.0)
         return x.transpose(1, 2), padded
+
+    def initial_cache(self) -> Tensor:
+        """(1, d, 1): what a frame of zeros gives after pointwise_conv1 and GLU, the value
+        of every cache frame of a stream without history."""
+        w = self.pointwise_conv1.weight
+        return nn.functional.glu(self.pointwise_conv1(w.new_zeros(1, w.size(1), 1)), dim=1)
 
 
 class FeedForward(nn.Module):
@@ -265,7 +274,7 @@ class ConformerBlock(nn.Module):
         cnn_cache: Tensor | None = None,
         p: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Returns (x, new kv (B, h, C + t, 2dk), conv input (B, d, lorder + t) or None).
+        """Returns (x, new kv (B, h, C + t, 2dk), depthwise conv input (B, d, lorder + t) or None).
         p: this layer's projected positions, in place of pos_emb (see RelPositionAttention)."""
         if hasattr(self, "feed_forward_macaron"):
             x = x + self.ff_scale * self.dropout(self.feed_forward_macaron(self.norm_ff_macaron(x)))

@@ -19,7 +19,9 @@ from ..config import ModelConfig
 @dataclass(frozen=True)
 class EncoderState:
     """att_cache (L, B, h, C, 2*dk): keys || values, left-padded; att_len (B,) valid frames;
-    cnn_cache (L, B, d, K-1): last conv-module inputs; offset (B,): encoder frames emitted."""
+    cnn_cache (L, B, d, K-1): each conv module's GLU outputs for the last K-1 frames (unused
+    while offset is 0: a stream without history starts from what zeros give, as in WeNet);
+    offset (B,): encoder frames emitted."""
 
     att_cache: Tensor
     att_len: Tensor
