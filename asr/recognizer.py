@@ -23,7 +23,7 @@ from .config import DEFAULT_BEAM, ChunkConfig, DecodingConfig
 from .decoding import Hypothesis, make_decoder
 from .decoding.rescore import rescore as attention_rescore
 from .features import StreamingFbank, StreamingResampler, fbank, resample, to_float32
-from .model.conformer import PositionTable, chunk_window
+from .model.conformer import PositionTable, TracedBlocks, chunk_window
 from .model.state import EncoderState
 
 __all__ = ["Recognizer", "Stream", "Result", "Token", "mean_confidence", "resolve_device", "resolve_precision",
@@ -181,6 +181,10 @@ class Recognizer:
         # then runs only the model, and the event loop's core runs the search.
         self.defer_search = False
         self._position_table: PositionTable | None = None  # built by the first streaming step
+        # Streaming steps run the blocks as traced graphs on the CPU, where the GIL held by
+        # other threads (the server's event loop) slowed the eager ones (docs/benchmarks.md).
+        # Not yet measured on CUDA, so eager there.
+        self._blocks = TracedBlocks(self.model.encoder) if self.device.type == "cpu" else None
 
     def _load_lm(self, d: DecodingConfig):
         """(NgramLM or None, weight, bonus, tuned beam or None) for DecodingConfig.lm."""
@@ -323,7 +327,7 @@ class Recognizer:
                 x = feats[start : start + window]
                 enc, logp, lens, state = self.model.forward_chunk_with_encoder(
                     x[None], torch.tensor([x.size(0)], device=self.device), state, cache,
-                    self._positions(state, chunk_size),
+                    self._positions(state, chunk_size), self._blocks,
                 )
                 n = int(lens[0])
                 outs.append(logp[0, :n].float().cpu())
@@ -463,7 +467,7 @@ class Recognizer:
         with self._autocast():
             enc, logp, out_lens, new_state = self.model.forward_chunk_with_encoder(
                 xs.to(self.device), lens.to(self.device), state, self.chunk.cache_frames,
-                self._positions(state, self.chunk.chunk_size),
+                self._positions(state, self.chunk.chunk_size), self._blocks,
             )
         logp = logp.float().cpu()
         out_lens = out_lens.cpu()

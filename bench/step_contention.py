@@ -85,6 +85,7 @@ def main() -> None:
     print(f"model {args.model.name}, precision {rec.compute_dtype}, one thread, "
           f"{'long streams' if args.long else 'short utterances'}")
     print("| streams per step | loop thread busy | step ms per chunk |\n|---|---|---|")
+    step_cost(rec, audio, max(args.batch), args.long, 200)  # warm-up: the first steps trace the blocks
     for b in args.batch:
         for busy in args.loop_busy:
             stop = threading.Event()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from asr.config import ConfigError, ModelConfig
-from asr.model.conformer import CTCModel, PositionTable, chunk_mask, chunk_window
+from asr.model.conformer import CTCModel, PositionTable, TracedBlocks, chunk_mask, chunk_window
 from asr.model.state import EncoderState
 
 from .conftest import random_model
@@ -61,6 +61,37 @@ def test_position_table_gives_the_same_numbers_and_falls_back_past_its_end(dtype
     assert 0 < len(gathers) < steps * model.cfg.num_blocks  # used while it covers, then not
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_traced_blocks_give_the_eager_numbers_in_every_variant(dtype):
+    """Streams joining at different times, partial last chunks, limited history: the
+    steps go through every variant of the traced blocks, bit for bit."""
+    model = random_model(num_blocks=3)
+    window, stride = chunk_window(model.cfg, 4)
+    utts = [feats_for(20 + i, n) for i, n in enumerate([150, 61, 97])]
+    blocks = TracedBlocks(model.encoder)
+    outs = {}
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        for use in (None, blocks):
+            pos = [0] * len(utts)
+            states = [model.initial_state(1) for _ in utts]
+            got = []
+            for step in range(30):
+                active = [i for i, u in enumerate(utts) if step >= i and pos[i] < u.size(0) - model.cfg.right_context]
+                if not active:
+                    continue
+                chunks = [utts[i][pos[i] : pos[i] + window] for i in active]
+                xs = torch.nn.utils.rnn.pad_sequence(chunks, batch_first=True)
+                st = EncoderState.stack([states[i] for i in active])
+                lp, olens, new = model.forward_chunk(xs, torch.tensor([c.size(0) for c in chunks]), st, 8, blocks=use)
+                for k, (i, s) in enumerate(zip(active, new.unstack())):
+                    states[i] = s
+                    got.append(lp[k, : int(olens[k])])
+                    pos[i] += stride
+            outs[use is None] = torch.cat(got)
+    assert torch.equal(outs[True], outs[False])
+    assert len(blocks._traces) >= 3  # fresh, partial and steady steps each had their own trace
+
+
 @pytest.mark.parametrize("input_layer", ["conv2d6", "conv2d8"])
 def test_other_subsampling_rates_stream_exactly(input_layer):
     model = random_model(input_layer=input_layer)
@@ -92,7 +123,8 @@ def test_padding_does_not_change_results():
 
 
 @pytest.mark.parametrize("left", [-1, 2])
-def test_batched_streams_at_different_offsets_equal_streams_alone(left):
+@pytest.mark.parametrize("traced", [False, True])
+def test_batched_streams_at_different_offsets_equal_streams_alone(left, traced):
     """Streams start at different times and get chunks of different lengths; each step runs
     every active stream in one batch. Results must equal each stream run on its own."""
     model = random_model(num_blocks=3)
@@ -101,6 +133,7 @@ def test_batched_streams_at_different_offsets_equal_streams_alone(left):
     window, stride = chunk_window(model.cfg, chunk)
     utts = [feats_for(10 + i, n) for i, n in enumerate([180, 95, 140, 33])]
     starts = [0, 2, 3, 5]  # step at which each stream joins
+    blocks = TracedBlocks(model.encoder) if traced else None
     with torch.no_grad():
         expected = [stream_logprobs(model, u, chunk, left) for u in utts]
         pos = [0] * len(utts)
@@ -117,7 +150,7 @@ def test_batched_streams_at_different_offsets_equal_streams_alone(left):
             xs = torch.nn.utils.rnn.pad_sequence(chunks, batch_first=True)
             lens = torch.tensor([c.size(0) for c in chunks])
             st = EncoderState.stack([states[i] for i in active])
-            lp, olens, new = model.forward_chunk(xs, lens, st, cache)
+            lp, olens, new = model.forward_chunk(xs, lens, st, cache, blocks=blocks)
             for k, (i, s) in enumerate(zip(active, new.unstack())):
                 states[i] = s
                 outs[i].append(lp[k, : int(olens[k])])

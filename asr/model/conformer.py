@@ -7,6 +7,8 @@ output (B, T', d) with T' = subsampled_lengths(T); CTC log-probs (B, T', vocab).
 from __future__ import annotations
 
 import math
+import warnings
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +17,7 @@ from ..config import ModelConfig
 from .layers import ConformerBlock, Conv2dSubsampling, GlobalCMVN, sinusoid, subsampled_lengths
 from .state import EncoderState
 
-__all__ = ["ConformerEncoder", "CTCModel", "PositionTable", "chunk_mask", "chunk_window"]
+__all__ = ["ConformerEncoder", "CTCModel", "PositionTable", "TracedBlocks", "chunk_mask", "chunk_window"]
 
 
 def chunk_mask(size: int, chunk: int, left_chunks: int = -1, device: torch.device | str = "cpu") -> Tensor:
@@ -73,6 +75,72 @@ class PositionTable:
         return (head + positions[:, None, :]).flatten()
 
 
+class _BlockStack(nn.Module):
+    """The blocks of one streaming step with the optional inputs of one variant fixed:
+    `present` says which of mask, pos_emb, pad, conv caches and positions are given
+    (torch.jit.trace takes tensors only)."""
+
+    def __init__(self, layers: nn.ModuleList, present: tuple[bool, bool, bool, bool, bool]) -> None:
+        super().__init__()
+        self.layers = layers
+        self.present = present
+
+    def forward(self, x: Tensor, att_cache: Tensor, *given: Tensor) -> tuple[Tensor, ...]:
+        n = len(self.layers)
+        it = iter(given)
+        mask, pos_emb, pad = (next(it) if self.present[k] else None for k in range(3))
+        cnn = [next(it) for _ in range(n)] if self.present[3] else [None] * n
+        ps = [next(it) for _ in range(n)] if self.present[4] else [None] * n
+        kvs, conv_ins = [], []
+        for i, layer in enumerate(self.layers):
+            x, kv, conv_in = layer(x, mask, pos_emb, pad, att_cache[i], cnn[i], ps[i])
+            kvs.append(kv)
+            if conv_in is not None:
+                conv_ins.append(conv_in)
+        return (x, *kvs, *conv_ins)
+
+
+class TracedBlocks:
+    """The Conformer blocks of a streaming step as TorchScript traces, for a model whose
+    weights no longer change.
+
+    Run eagerly, the blocks make about 500 operator calls per step from Python, each
+    taking the GIL, and wait for it whenever another thread holds it: in the server the
+    event loop does, a third of the time, which slowed batched steps by 25-50% and steps
+    of one stream by half (docs/benchmarks.md). A traced graph calls its operators from
+    C++. One trace per variant of the step (masks or not, padding or not, history or not,
+    projected positions or embeddings), made on the variant's first step under the
+    caller's autocast; traces take any batch size and history length, and give the eager
+    blocks' numbers bit for bit (tests/test_model.py).
+    """
+
+    def __init__(self, encoder: "ConformerEncoder") -> None:
+        self.layers = encoder.encoders
+        self._traces: dict[tuple, Any] = {}
+
+    def __call__(
+        self, x: Tensor, mask: Tensor | None, pos_emb: Tensor | None, pad: Tensor | None, att_cache: Tensor,
+        cnn: list[Tensor | None], ps: list[Tensor | None],
+    ) -> tuple[Tensor, list[Tensor], list[Tensor | None]]:
+        present = (mask is not None, pos_emb is not None, pad is not None, cnn[0] is not None, ps[0] is not None)
+        given = [t for t in (mask, pos_emb, pad) if t is not None]
+        given += [t for t in cnn if t is not None] + [t for t in ps if t is not None]
+        # A trace holds the casts its inputs' dtypes called for: one per combination.
+        key = (present, att_cache.size(3) > 0, x.device, torch.is_autocast_enabled(x.device.type),
+               tuple(t.dtype for t in (x, att_cache, *given)))
+        graph = self._traces.get(key)
+        if graph is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on Python values it fixes
+                graph = torch.jit.trace(_BlockStack(self.layers, present), (x, att_cache, *given), check_trace=False)
+            self._traces[key] = graph
+        with torch.autocast(x.device.type, enabled=False):  # the trace holds autocast.s casts
+            out = graph(x, att_cache, *given)
+        n = len(self.layers)
+        conv_ins = list(out[1 + n :]) if present[3] else [None] * n
+        return out[0], list(out[1 : 1 + n]), conv_ins
+
+
 class ConformerEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -103,7 +171,7 @@ class ConformerEncoder(nn.Module):
 
     def forward_chunk(
         self, xs: Tensor, xs_lens: Tensor, state: EncoderState, cache_frames: int = -1,
-        positions: PositionTable | None = None,
+        positions: PositionTable | None = None, blocks: "TracedBlocks | None" = None,
     ) -> tuple[Tensor, Tensor, EncoderState]:
         """One streaming step for a batch of streams.
 
@@ -111,7 +179,8 @@ class ConformerEncoder(nn.Module):
         frames overlap the previous window), padded to T_in; xs_lens (B,) valid frames.
         state: the streams' stacked `EncoderState` (different offsets and cache lengths
         allowed). cache_frames: attention history kept afterwards (-1 = all). positions:
-        projected positional embeddings to gather from, where they cover this step.
+        projected positional embeddings to gather from, where they cover this step. blocks:
+        the blocks as traced graphs (`TracedBlocks`), else they run eagerly.
         Returns (B, t, d) outputs, (B,) valid output lengths, and the new state.
         """
         cfg = self.cfg
@@ -148,14 +217,26 @@ class ConformerEncoder(nn.Module):
         fresh = state.offset == 0  # streams without history: their conv caches start from zeros
         fresh = fresh if lorder > 0 and bool(fresh.any()) else None
 
-        att_caches, cnn_caches = [], []
+        cnn_in: list[Tensor | None] = []
+        ps: list[Tensor | None] = []
         for i, layer in enumerate(self.encoders):
             cnn_cache = state.cnn_cache[i] if lorder > 0 else None
             if fresh is not None:
                 start = layer.conv_module.initial_cache().to(cnn_cache.dtype)
                 cnn_cache = torch.where(fresh[:, None, None], start, cnn_cache)
-            p = positions.gather(i, pos_index, key_positions.shape) if pos_index is not None else None
-            x, kv, conv_in = layer(x, mask, pos_emb, pad, state.att_cache[i], cnn_cache, p)
+            cnn_in.append(cnn_cache)
+            ps.append(positions.gather(i, pos_index, key_positions.shape) if pos_index is not None else None)
+        if blocks is not None:
+            x, kvs, conv_ins = blocks(x, mask, pos_emb, pad, state.att_cache, cnn_in, ps)
+        else:
+            kvs, conv_ins = [], []
+            for i, layer in enumerate(self.encoders):
+                x, kv, conv_in = layer(x, mask, pos_emb, pad, state.att_cache[i], cnn_in[i], ps[i])
+                kvs.append(kv)
+                conv_ins.append(conv_in)
+
+        att_caches, cnn_caches = [], []
+        for i, (kv, conv_in) in enumerate(zip(kvs, conv_ins)):
             if same is not None:
                 att_caches.append(kv[:, :, c + same - width : c + same])
             else:
@@ -202,9 +283,9 @@ class CTCModel(nn.Module):
 
     def forward_chunk(
         self, xs: Tensor, xs_lens: Tensor, state: EncoderState, cache_frames: int = -1,
-        positions: PositionTable | None = None,
+        positions: PositionTable | None = None, blocks: "TracedBlocks | None" = None,
     ) -> tuple[Tensor, Tensor, EncoderState]:
-        out, lens, state = self.encoder.forward_chunk(xs, xs_lens, state, cache_frames, positions)
+        out, lens, state = self.encoder.forward_chunk(xs, xs_lens, state, cache_frames, positions, blocks)
         return self.ctc(out), lens, state
 
     def forward_with_encoder(
@@ -216,10 +297,10 @@ class CTCModel(nn.Module):
 
     def forward_chunk_with_encoder(
         self, xs: Tensor, xs_lens: Tensor, state: EncoderState, cache_frames: int = -1,
-        positions: PositionTable | None = None,
+        positions: PositionTable | None = None, blocks: "TracedBlocks | None" = None,
     ) -> tuple[Tensor, Tensor, Tensor, EncoderState]:
         """As `forward_chunk`, also returning the encoder output: (enc (B, t, d), logp, lens, state)."""
-        out, lens, state = self.encoder.forward_chunk(xs, xs_lens, state, cache_frames, positions)
+        out, lens, state = self.encoder.forward_chunk(xs, xs_lens, state, cache_frames, positions, blocks)
         return out, self.ctc(out), lens, state
 
     def initial_state(self, batch: int = 1, att_dtype: torch.dtype = torch.float32) -> EncoderState:
