@@ -142,16 +142,24 @@ class App:
         await self.integrations.start()
 
     def _warm_up(self) -> None:
-        """One chunk and one full-context pass on silence: the first real session then
-        does not pay for kernel selection and allocations."""
-        silence = np.zeros(self.rec.features.sample_rate, dtype=np.float32)
-        stream = self._new_stream(self.rec.features.sample_rate)
-        stream.accept_waveform(silence)
-        stream.input_finished()
-        while stream.ready():
-            self.rec.step([stream])
+        """Streaming steps and one full-context pass on silence, so that the first real
+        sessions do not pay for kernel selection, allocations and tracing: four streams
+        of different lengths, one started two chunks ahead, go through the kinds of step
+        (with or without history, masks and partial chunks) that have traces of their own."""
+        rate = self.rec.features.sample_rate
+        streams = []
+        for seconds in (3.5, 2.2, 1.0, 0.4):
+            stream = self._new_stream(rate)
+            stream.accept_waveform(np.zeros(int(seconds * rate), dtype=np.float32))
+            stream.input_finished()
+            streams.append(stream)
+        for _ in range(2):
+            if streams[0].ready():
+                self.rec.step(streams[:1])
+        while ready := [s for s in streams if s.ready()]:
+            self.rec.step(ready)
         if self.settings.final_pass != "stream":
-            self.rec.transcribe(silence, self.rec.features.sample_rate)
+            self.rec.transcribe(np.zeros(rate, dtype=np.float32), rate)
 
     async def shutdown(self) -> None:
         """Stop accepting connections; let every session decode what it received and send
