@@ -144,7 +144,7 @@ class App:
     def _warm_up(self) -> None:
         """Streaming steps and one full-context pass on silence, so that the first real
         sessions do not pay for kernel selection, allocations and tracing: four streams
-        of different lengths, one started two chunks ahead, go through the kinds of step
+        of different lengths, started at different steps, go through the kinds of step
         (with or without history, masks and partial chunks) that have traces of their own."""
         rate = self.rec.features.sample_rate
         streams = []
@@ -153,6 +153,7 @@ class App:
             stream.accept_waveform(np.zeros(int(seconds * rate), dtype=np.float32))
             stream.input_finished()
             streams.append(stream)
+        self.rec.step([s for s in streams[1:] if s.ready()])  # fresh streams, one partial chunk
         for _ in range(2):
             if streams[0].ready():
                 self.rec.step(streams[:1])
