@@ -134,7 +134,7 @@ class TracedBlocks:
                 warnings.simplefilter("ignore")  # the tracer's notes on Python values it fixes
                 graph = torch.jit.trace(_BlockStack(self.layers, present), (x, att_cache, *given), check_trace=False)
             self._traces[key] = graph
-        with torch.autocast(x.device.type, enabled=False):  # the trace holds autocast.s casts
+        with torch.autocast(x.device.type, enabled=False):  # the trace holds autocast's casts
             out = graph(x, att_cache, *given)
         n = len(self.layers)
         conv_ins = list(out[1 + n :]) if present[3] else [None] * n
