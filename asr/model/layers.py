@@ -96,11 +96,11 @@ class Conv2dSubsampling(nn.Module):
             self.conv = nn.Sequential(nn.Conv2d(1, d, 3, 2), nn.ReLU(True), nn.Conv2d(d, d, 3, 2), nn.ReLU(True))
             self.out = nn.Sequential(nn.Linear(d * ((f - 1) // 2), d))
         elif input_layer == "conv2d6":
-            self.conv = nn.Sequential(nn.Conv2d(1, d, 3, 2), nn.ReLU(), nn.Conv2d(d, d, 5, 3), nn.ReLU())
+            self.conv = nn.Sequential(nn.Conv2d(1, d, 3, 2), nn.ReLU(True), nn.Conv2d(d, d, 5, 3), nn.ReLU(True))
             self.linear = nn.Linear(d * ((f - 2) // 3), d)
         else:
             self.conv = nn.Sequential(
-                nn.Conv2d(1, d, 3, 2), nn.ReLU(), nn.Conv2d(d, d, 3, 2), nn.ReLU(), nn.Conv2d(d, d, 3, 2), nn.ReLU()
+                nn.Conv2d(1, d, 3, 2), nn.ReLU(True), nn.Conv2d(d, d, 3, 2), nn.ReLU(True), nn.Conv2d(d, d, 3, 2), nn.ReLU(True)
             )
             self.linear = nn.Linear(d * (((f - 1) // 2 - 1) // 2), d)
 
