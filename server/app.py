@@ -86,6 +86,7 @@ class App:
             final_pass_max_wait_ms=settings.final_pass_max_wait_ms if settings.final_pass == "auto" else None,
         )
         self.batcher.on_batch = self.metrics.on_batch
+        self.batcher.on_pass_skipped = self.metrics.on_pass_skipped
         self.session_config = SessionConfig(self.model_name, settings.endpoint, settings.final_pass, settings.max_frame_bytes)
         self._rescoring_streams = None if settings.final_pass == "stream" else False
         self._new_vad = new_vad

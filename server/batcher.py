@@ -14,14 +14,17 @@ never a polling sleep), and hands the batch to a single worker thread, which
    that has already waited that long, or that comes while the worker has been busy more
    than MAX_BUSY_FOR_PASSES of the last seconds, gives way to the streaming result,
 
-and the gatherer resolves the futures on the loop. A chunk request's audio is fed to its
+and the gatherer resolves the futures on the loop. An utterance end whose final is the
+streaming result (no full pass asked for, or none affordable now, and no rescoring) is
+resolved on submission instead, on the loop's thread: it needs no model work, and a trip
+through the queue would cost it one to two steps. A chunk request's audio is fed to its
 stream (and VAD) when it is submitted, on the loop's thread: the features (fbank) are a
 per-stream cost that no batching shares, and the worker, which is the bottleneck at
 capacity, spent about a fifth of its time on them (docs/benchmarks.md, session 7); the
-loop's thread had the time to spare. While the worker runs, new requests
-queue up, so batches grow with load. Each stream has at most one request in flight, so
-the queue never holds more requests than there are streams. A request that waited longer
-than `overload_s` fails with `Overloaded`: the machine cannot keep up.
+loop's thread had the time to spare. While the worker runs, new requests queue up, so
+batches grow with load. Each stream has at most one request in flight, so the queue never
+holds more requests than there are streams. A request that waited longer than
+`overload_s` fails with `Overloaded`: the machine cannot keep up.
 
 Nothing here touches a socket: a slow or dead client cannot stall the engine.
 """
@@ -126,6 +129,7 @@ class Batcher:
         self.overload_s = overload_s
         self.chunk_seconds = chunk_seconds
         self.on_batch = on_batch
+        self.on_pass_skipped: Optional[Callable[[int], None]] = None  # final passes skipped at submission
         self._threads = threads
         # A final pass that has waited this long gives way to the streaming result (None:
         # never): under load finals stay prompt rather than queue behind full passes.
@@ -201,9 +205,31 @@ class Batcher:
             if error is not None:
                 fut.set_exception(error)
                 return fut
+        elif self._streaming_final_now(request, loop.time()):
+            # The stream's own result: nothing left for the model to do.
+            if request.audio is not None:
+                self.passes_skipped += 1
+                if self.on_pass_skipped is not None:
+                    self.on_pass_skipped(1)
+            try:
+                fut.set_result(request.stream.end_utterance())
+            except Exception:
+                log.exception("ending an utterance failed")
+                fut.set_exception(InternalError("recognition failed"))
+            return fut
         self._queue.append(_Item(request, fut, loop.time()))
         self._wakeup.set()
         return fut
+
+    def _streaming_final_now(self, req: FinalRequest, now: float) -> bool:
+        """Whether a final is the streaming result, decidable at submission: no full pass
+        was asked for, or (final pass "auto") the worker has no spare capacity for one;
+        and the stream does not rescore (attention rescoring is model work)."""
+        if getattr(req.stream, "rescoring", False):
+            return False
+        if req.audio is None:
+            return True
+        return self.final_pass_max_wait is not None and self.busy_fraction(now) > MAX_BUSY_FOR_PASSES
 
     # ------------------------------------------------------------------ gatherer
 

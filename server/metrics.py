@@ -46,6 +46,9 @@ class Metrics:
         )
         self._window: collections.deque[tuple[float, float, float]] = collections.deque()
 
+    def on_pass_skipped(self, n: int) -> None:
+        self.passes_skipped.inc(n)
+
     def on_batch(self, stats: BatchStats) -> None:
         if stats.chunks:
             self.batch_size.observe(stats.chunks)

@@ -390,6 +390,61 @@ async def test_final_passes_do_not_stall_the_streams():
     assert [s.finals for s in stats] == [1, 1, 1, 1]
 
 
+async def test_streaming_finals_resolve_on_submission():
+    """A final that is the streaming result (no full pass asked for, or final pass auto with
+    no spare capacity) needs no model work: it resolves on submission, not after the batch
+    in progress. A rescoring stream's final still runs on the model's thread."""
+    import threading
+
+    from server.batcher import Batcher
+    from server.session import ChunkRequest, FinalRequest
+
+    release = threading.Event()
+
+    class Rec:
+        def step(self, streams):
+            release.wait(10)
+
+        def transcribe(self, audio, sample_rate=16000):
+            return "full"
+
+    class St:
+        rescoring = False
+
+        def ready(self):
+            return True
+
+        def end_utterance(self):
+            return ("stream", threading.current_thread().name)
+
+    class Rescoring(St):
+        rescoring = True
+
+    skipped = []
+    engine = Batcher(Rec(), max_batch=8, max_wait_ms=1, final_pass_max_wait_ms=60_000)
+    engine.on_pass_skipped = skipped.append
+    await engine.start()
+    try:
+        chunk = engine.submit(ChunkRequest(0, St(), None))
+        await asyncio.sleep(0.05)  # the worker is now inside that step, until released
+        here = threading.current_thread().name
+        plain = engine.submit(FinalRequest(0, St(), None, 16000, 0.0, True))
+        assert plain.done() and plain.result() == ("stream", here)
+        engine.busy_fraction = lambda now: 1.0  # auto, no spare capacity for a full pass
+        auto = engine.submit(FinalRequest(0, St(), np.zeros(160, np.float32), 16000, 0.0, True))
+        assert auto.done() and auto.result() == ("stream", here)
+        assert engine.passes_skipped == 1 and skipped == [1]
+        rescored = engine.submit(FinalRequest(0, Rescoring(), None, 16000, 0.0, True))
+        assert not rescored.done()
+        release.set()
+        assert await chunk is True
+        text, thread = await rescored
+        assert text == "stream" and thread.startswith("tingxie-engine")
+    finally:
+        release.set()
+        await engine.close()
+
+
 async def test_final_passes_run_batched_and_equal_transcribe(random_model_dir, monkeypatch):
     """Once the engine has measured a final pass, the passes of an utterance burst run
     together (Recognizer.transcribe_many), each giving what transcribe gives."""
