@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import gc
 import hmac
 import http
 import json
@@ -190,6 +191,12 @@ class App:
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully."""
         await self.start()
+        # What is loaded by now (model, LM, traces: ~200k objects with the default model)
+        # lives as long as the process. Frozen, it is out of the cyclic collector's sight:
+        # a full collection over it took 90-170 ms, and stalled the loop and the worker
+        # (GIL) under load (docs/benchmarks.md, session 9).
+        gc.collect()
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

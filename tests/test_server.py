@@ -266,6 +266,33 @@ async def test_end_flushes_every_final_before_done(rec):
     assert starts == sorted(starts) and finals[-1]["end"] <= 3.0 + 1e-6
 
 
+async def test_run_freezes_what_startup_loaded_and_stops_on_sigterm(rec):
+    """`App.run` (what `tingxie serve` runs) freezes the objects loaded by startup out of the
+    cyclic collector (a full collection over the model and LM stalled the loop and the
+    model's thread), serves, and shuts down gracefully on SIGTERM."""
+    import gc
+    import os
+    import signal
+
+    app = App(Settings(model=".", host="127.0.0.1", port=0, threads=1, final_pass="stream", **ONE_UTTERANCE), rec)
+    gc.unfreeze()
+    task = asyncio.create_task(app.run())
+    try:
+        for _ in range(400):
+            if gc.get_freeze_count() or task.done():
+                break
+            await asyncio.sleep(0.05)
+        assert gc.get_freeze_count() > 0 and app.port
+        msgs, code = await stream(app, pcm16(speech_like(1.0, seed=60)).tobytes())
+        assert code == 1000 and of(msgs, "done")
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(task, 30)
+    finally:
+        gc.unfreeze()
+        if not task.done():
+            task.cancel()
+
+
 async def test_graceful_shutdown_flushes_finals_and_closes_1001(rec):
     pcm = pcm16(speech_like(2.0, seed=21))
     app = App(Settings(model=".", host="127.0.0.1", port=0, threads=1, final_pass="full", **ONE_UTTERANCE), rec)
