@@ -129,7 +129,7 @@ class Batcher:
         self.overload_s = overload_s
         self.chunk_seconds = chunk_seconds
         self.on_batch = on_batch
-        self.on_pass_skipped: Optional[Callable[[int], None]] = None  # final passes skipped at submission
+        self.on_pass_skipped: Optional[Callable[[int], None]] = None  # final passes replaced by the streaming result
         self._threads = threads
         # A final pass that has waited this long gives way to the streaming result (None:
         # never): under load finals stay prompt rather than queue behind full passes.
@@ -208,9 +208,7 @@ class Batcher:
         elif self._streaming_final_now(request, loop.time()):
             # The stream's own result: nothing left for the model to do.
             if request.audio is not None:
-                self.passes_skipped += 1
-                if self.on_pass_skipped is not None:
-                    self.on_pass_skipped(1)
+                self._count_skipped(1)
             try:
                 fut.set_result(request.stream.end_utterance())
             except Exception:
@@ -220,6 +218,12 @@ class Batcher:
         self._queue.append(_Item(request, fut, loop.time()))
         self._wakeup.set()
         return fut
+
+    def _count_skipped(self, n: int) -> None:
+        """Final passes replaced by the streaming result (on the loop's thread only)."""
+        self.passes_skipped += n
+        if self.on_pass_skipped is not None:
+            self.on_pass_skipped(n)
 
     def _streaming_final_now(self, req: FinalRequest, now: float) -> bool:
         """Whether a final is the streaming result, decidable at submission: no full pass
@@ -275,6 +279,8 @@ class Batcher:
                     item.future.set_exception(outcome)
                 else:
                     item.future.set_result(outcome)
+            if stats is not None and stats.passes_skipped:
+                self._count_skipped(stats.passes_skipped)
             t1 = loop.time()
             self._busy.append((t1, t1 - t0))
             if stats is not None and self.on_batch is not None:
@@ -368,7 +374,6 @@ class Batcher:
             self._final_cost_per_s = (time.perf_counter() - t_pass) / max(pass_audio, 1e-3)
         t3 = time.perf_counter()
         stats = BatchStats(len(requests), len(stepping), finals, t3 - t0, t2 - t1, audio_s, 0.0, skipped)
-        self.passes_skipped += skipped
         return outcomes, stats
 
     def _full_passes(self, requests: list[FinalRequest]) -> list[Any]:

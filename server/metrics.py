@@ -55,8 +55,6 @@ class Metrics:
             self.step_seconds.observe(stats.step_seconds)
         self.batch_seconds.observe(stats.seconds)
         self.queue_wait.observe(stats.max_wait_seconds)
-        if stats.passes_skipped:
-            self.passes_skipped.inc(stats.passes_skipped)
         now = time.monotonic()
         self._window.append((now, stats.seconds, stats.audio_seconds))
         while self._window and self._window[0][0] < now - RTF_WINDOW_S:

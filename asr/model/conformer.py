@@ -6,6 +6,7 @@ output (B, T', d) with T' = subsampled_lengths(T); CTC log-probs (B, T', vocab).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any
@@ -91,13 +92,21 @@ class _BlockStack(nn.Module):
         mask, pos_emb, pad = (next(it) if self.present[k] else None for k in range(3))
         cnn = [next(it) for _ in range(n)] if self.present[3] else [None] * n
         ps = [next(it) for _ in range(n)] if self.present[4] else [None] * n
-        kvs, conv_ins = [], []
-        for i, layer in enumerate(self.layers):
-            x, kv, conv_in = layer(x, mask, pos_emb, pad, att_cache[i], cnn[i], ps[i])
-            kvs.append(kv)
-            if conv_in is not None:
-                conv_ins.append(conv_in)
-        return (x, *kvs, *conv_ins)
+        x, kvs, conv_ins = run_blocks(self.layers, x, mask, pos_emb, pad, att_cache, cnn, ps)
+        return (x, *kvs, *[c for c in conv_ins if c is not None])
+
+
+def run_blocks(
+    layers: nn.ModuleList, x: Tensor, mask: Tensor | None, pos_emb: Tensor | None, pad: Tensor | None,
+    att_cache: Tensor, cnn: list[Tensor | None], ps: list[Tensor | None],
+) -> tuple[Tensor, list[Tensor], list[Tensor | None]]:
+    """The blocks of one streaming step, eagerly: (x, new kv per layer, conv input per layer)."""
+    kvs, conv_ins = [], []
+    for i, layer in enumerate(layers):
+        x, kv, conv_in = layer(x, mask, pos_emb, pad, att_cache[i], cnn[i], ps[i])
+        kvs.append(kv)
+        conv_ins.append(conv_in)
+    return x, kvs, conv_ins
 
 
 class TracedBlocks:
@@ -226,14 +235,8 @@ class ConformerEncoder(nn.Module):
                 cnn_cache = torch.where(fresh[:, None, None], start, cnn_cache)
             cnn_in.append(cnn_cache)
             ps.append(positions.gather(i, pos_index, key_positions.shape) if pos_index is not None else None)
-        if blocks is not None:
-            x, kvs, conv_ins = blocks(x, mask, pos_emb, pad, state.att_cache, cnn_in, ps)
-        else:
-            kvs, conv_ins = [], []
-            for i, layer in enumerate(self.encoders):
-                x, kv, conv_in = layer(x, mask, pos_emb, pad, state.att_cache[i], cnn_in[i], ps[i])
-                kvs.append(kv)
-                conv_ins.append(conv_in)
+        run = blocks if blocks is not None else functools.partial(run_blocks, self.encoders)
+        x, kvs, conv_ins = run(x, mask, pos_emb, pad, state.att_cache, cnn_in, ps)
 
         att_caches, cnn_caches = [], []
         for i, (kv, conv_in) in enumerate(zip(kvs, conv_ins)):
