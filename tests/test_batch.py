@@ -281,8 +281,10 @@ def test_usage_errors(capsys, random_model_dir, corpus, tmp_path):
 
 
 def test_long_form_cer_matches_per_utterance_decoding():
-    """On the long-form eval files, batch transcription (VAD segments) scores within one
-    CER point of decoding each reference sentence on its own."""
+    """On the long-form eval files, batch transcription (VAD segments) loses at most one
+    CER point against decoding each reference sentence on its own. It may do better: its
+    segments give the search and the LM context across sentence boundaries (with the
+    session-10 weights: 51.1% against 52.3%)."""
     model = REPO / "models" / "default"
     if not (model / "config.json").exists():
         pytest.skip("needs a trained model in models/default")
@@ -305,4 +307,4 @@ def test_long_form_cer_matches_per_utterance_decoding():
     if per_utt.cer > 0.9:
         # An untrained model scores ~100% both ways, which would prove nothing.
         pytest.skip(f"models/default does not recognise speech yet (per-utterance CER {per_utt.cer:.0%})")
-    assert abs(batch.cer - per_utt.cer) <= 0.01, (batch.cer, per_utt.cer)
+    assert batch.cer - per_utt.cer <= 0.01, (batch.cer, per_utt.cer)
