@@ -9,71 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .checkpoint import ModelBundle, load_model_dir
+from .checkpoint import ModelBundle, ModelDirError, load_model_dir, sha256
 from .config import DEFAULT_BEAM, ChunkConfig, DecodingConfig
 from .decoding import Hypothesis, make_decoder
 from .decoding.rescore import rescore as attention_rescore
 from .features import StreamingFbank, StreamingResampler, fbank, resample, to_float32
 from .model.conformer import PositionTable, TracedBlocks, chunk_window
 from .model.state import EncoderState
+from .result import Result, Token, build_result, mean_confidence, shifted
+from .whisper.bundle import is_whisper_dir, load_whisper_dir
+from .whisper.recognizer import WhisperRecognizer
 
 __all__ = ["Recognizer", "Stream", "Result", "Token", "mean_confidence", "resolve_device", "resolve_precision",
            "cpu_has_native_bf16", "command_precision", "default_threads", "matmul_weights_in"]
-
-# Token end times: a CTC peak marks a token's onset; without alignment of the token's
-# extent we end it at the next onset, at most this long after its own.
-MAX_TOKEN_MS = 400
-
-
-@dataclass(frozen=True)
-class Token:
-    text: str
-    start: float  # seconds from the stream (or file) start
-    end: float
-    confidence: float
-    id: int
-
-
-def mean_confidence(tokens: Sequence[Token]) -> float:
-    """The geometric mean of the tokens' confidences (0 without tokens)."""
-    if not tokens:
-        return 0.0
-    return math.exp(sum(math.log(max(t.confidence, 1e-10)) for t in tokens) / len(tokens))
-
-
-@dataclass(frozen=True)
-class Result:
-    """A recognition result; times in seconds from the start of the audio."""
-
-    text: str
-    tokens: tuple[Token, ...]
-    start: float
-    end: float
-    confidence: float
-    nbest: tuple[tuple[str, float], ...] = ()
-    options: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "text": self.text,
-            "start": round(self.start, 3),
-            "end": round(self.end, 3),
-            "confidence": round(self.confidence, 4),
-            "tokens": [
-                {"text": t.text, "start": round(t.start, 3), "end": round(t.end, 3), "confidence": round(t.confidence, 4)}
-                for t in self.tokens
-            ],
-        }
-
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
@@ -157,8 +112,12 @@ class Recognizer:
         max_full_context_s: float = 60.0,
         blank_threshold: float = 0.8,
         precision: str = "auto",
+        final: "WhisperRecognizer | None" = None,
     ) -> None:
         self.bundle = bundle
+        # A second model for full-context passes (finals, files): this recognizer's own
+        # model then streams partials and endpoints only (a two-pass model directory).
+        self.final = final
         self.device = resolve_device(device)
         self.compute_dtype = resolve_precision(precision, self.device)
         self.model = matmul_weights_in(bundle.model, self.compute_dtype).to(self.device).eval()
@@ -226,13 +185,27 @@ class Recognizer:
         decoding: DecodingConfig = DecodingConfig(),
         chunk: ChunkConfig | None = None,
         precision: str = "auto",
+        final_precision: str = "auto",
+        **kwargs,
     ) -> "Recognizer":
+        """A recognizer for a model directory of either kind: Conformer-CTC, or Whisper-CTC,
+        whose first-pass model streams and whose own model runs every full-context pass."""
         dev = resolve_device(device)
-        return cls(load_model_dir(path, device="cpu"), dev, decoding, chunk, precision=precision)
+        if not is_whisper_dir(path):
+            return cls(load_model_dir(path, device="cpu"), dev, decoding, chunk, precision=precision, **kwargs)
+        wb = load_whisper_dir(path)
+        if wb.first_pass is None:
+            raise ModelDirError(f"{path}: a Whisper-CTC model directory needs a first_pass streaming model")
+        rec = cls(load_model_dir(wb.first_pass, device="cpu"), dev, decoding, chunk, precision=precision, **kwargs)
+        same_lm = rec.lm is not None and wb.lm is not None and sha256(Path(wb.lm["file"])) == sha256(
+            Path(rec.bundle.lm["file"]))
+        rec.final = WhisperRecognizer(wb, dev, decoding, final_precision, cpu_has_native_bf16(),
+                                      lm=rec.lm if same_lm else None)
+        return rec
 
     @property
     def name(self) -> str:
-        return self.bundle.name
+        return self.final.name if self.final is not None else self.bundle.name
 
     @property
     def can_rescore(self) -> bool:
@@ -344,6 +317,8 @@ class Recognizer:
         decoded in 2.56 s chunks with 8 chunks of history, keeping memory linear.
         rescoring: attention-rescore the result (None: as `DecodingConfig.rescoring`).
         """
+        if self.final is not None:
+            return self.final.transcribe(audio, sample_rate)
         rescoring = self.decoding.rescoring if rescoring is None else rescoring
         self._check_rescoring(rescoring)
         return self._transcribe_features(self._features(audio, sample_rate), rescoring)
@@ -364,6 +339,8 @@ class Recognizer:
         length-sorted batches (`asr.batch.BatchEngine`); each result is what `transcribe`
         gives for its audio, up to float rounding. Recordings longer than
         `max_full_context_s` are decoded one by one, as `transcribe` does them."""
+        if self.final is not None:
+            return self.final.transcribe_many(audios, sample_rate)
         from .batch.engine import BatchEngine  # noqa: PLC0415 (asr.batch imports this module)
 
         feats = [self._features(a, sample_rate) for a in audios]
@@ -412,25 +389,7 @@ class Recognizer:
     def result(self, nbest: Sequence[Hypothesis], t0: float, t_end: float, rescored: bool = False) -> Result:
         """Result from decoder hypotheses; t0 is the time of encoder frame 0 (seconds);
         rescored: the hypotheses come from `rescore` (recorded in the options)."""
-        nbest = list(nbest)[: self.decoding.nbest]
-        best = nbest[0]
-        tokens = []
-        for i, (tok, frame, conf) in enumerate(zip(best.tokens, best.frames, best.confidences)):
-            start = t0 + frame * self.frame_s
-            nxt = t0 + best.frames[i + 1] * self.frame_s if i + 1 < len(best.frames) else t_end
-            end = max(start + self.frame_s, min(nxt, start + MAX_TOKEN_MS / 1000))
-            tokens.append(Token(self.tokenizer.piece_text(tok), start, end, conf, tok))
-        start = tokens[0].start if tokens else t0
-        end = tokens[-1].end if tokens else t_end
-        return Result(
-            text=self.tokenizer.decode(best.tokens),
-            tokens=tuple(tokens),
-            start=start,
-            end=end,
-            confidence=mean_confidence(tokens),
-            nbest=tuple((self.tokenizer.decode(h.tokens), h.score) for h in nbest),
-            options=self._options(rescored),
-        )
+        return build_result(nbest, self.tokenizer, self.frame_s, t0, t_end, self.decoding.nbest, self._options(rescored))
 
     def _options(self, rescored: bool) -> dict:
         d = self.decoding
@@ -449,10 +408,13 @@ class Recognizer:
 
     # ------------------------------------------------------------ streaming
 
-    def stream(self, sample_rate: int = 16000, rescoring: bool | None = None) -> "Stream":
+    def stream(self, sample_rate: int = 16000, rescoring: bool | None = None, final_pass: bool = True) -> "Stream":
         """A new stream; rescoring (None: as `DecodingConfig.rescoring`) makes its finals
-        attention-rescored, and makes it keep its utterance's encoder output for that."""
-        return Stream(self, sample_rate, rescoring)
+        attention-rescored, and makes it keep its utterance's encoder output for that.
+        With a final model, the stream's finals are its full-context pass over the
+        utterance's audio (kept for it), unless `final_pass` is off (a caller that runs
+        the passes itself, as the server's engine does, batched)."""
+        return Stream(self, sample_rate, rescoring, final_pass)
 
     @torch.inference_mode()
     def step(self, streams: Sequence["Stream"]) -> None:
@@ -489,8 +451,12 @@ class Stream:
     `Recognizer.step` (batched over streams) or in `accept` (this stream alone).
     """
 
-    def __init__(self, recognizer: Recognizer, sample_rate: int = 16000, rescoring: bool | None = None) -> None:
+    def __init__(
+        self, recognizer: Recognizer, sample_rate: int = 16000, rescoring: bool | None = None, final_pass: bool = True
+    ) -> None:
         self.rec = recognizer
+        self._audio: list[np.ndarray] | None = [] if recognizer.final is not None and final_pass else None
+        self._audio_start = 0  # 16 kHz sample index of the first kept sample
         self.sample_rate = sample_rate
         self.rescoring = recognizer.decoding.rescoring if rescoring is None else rescoring
         recognizer._check_rescoring(self.rescoring)
@@ -510,6 +476,26 @@ class Stream:
         self._encoder_out: list[torch.Tensor] = []  # this utterance's, kept only when rescoring
         self._utt_start = self._buf_start  # fbank frame where this utterance's frame 0 starts
         self._blank_run = 0
+        if self._audio:
+            self._drop_audio_before(self._utt_start * self._fbank.cfg.shift)
+
+    def _keep_audio(self, samples: torch.Tensor) -> None:
+        if self._audio is not None and samples.numel():
+            self._audio.append(samples.numpy().astype(np.float32, copy=True))
+
+    def _drop_audio_before(self, sample: int) -> None:
+        assert self._audio is not None
+        kept = np.concatenate(self._audio) if len(self._audio) > 1 else self._audio[0]
+        cut = min(max(0, sample - self._audio_start), kept.size)
+        self._audio = [kept[cut:]]
+        self._audio_start += cut
+
+    def utterance_audio(self) -> np.ndarray:
+        """16 kHz samples of the current utterance (kept only for a final model's pass)."""
+        if self._audio is None:
+            raise ValueError("this stream keeps no audio (no final model, or final_pass off)")
+        self._drop_audio_before(self._utt_start * self._fbank.cfg.shift)
+        return self._audio[0]
 
     # -- features
 
@@ -517,6 +503,7 @@ class Stream:
         if self._input_done:
             raise RuntimeError("this stream was finished; start a new one")
         samples = self._resampler.accept(to_float32(audio))
+        self._keep_audio(samples)
         feats = self._fbank.accept(samples)
         if feats.numel():
             self._buf = torch.cat([self._buf, feats])
@@ -524,7 +511,9 @@ class Stream:
     def input_finished(self) -> None:
         """No more audio: flush the resampler so the tail becomes features."""
         if not self._input_done:
-            feats = self._fbank.accept(self._resampler.flush())
+            tail = self._resampler.flush()
+            self._keep_audio(tail)
+            feats = self._fbank.accept(tail)
             if feats.numel():
                 self._buf = torch.cat([self._buf, feats])
             self._input_done = True
@@ -615,7 +604,11 @@ class Stream:
         return self.rec.result(self._decoder.nbest(), self.utterance_start, t_end)
 
     def _final(self) -> Result:
-        """The utterance's result, attention-rescored when this stream rescores."""
+        """The utterance's result: the final model's pass over its audio when there is one,
+        else attention-rescored when this stream rescores, else the streaming result."""
+        if self._audio is not None and self.rec.final is not None:
+            return shifted(self.rec.final.transcribe(self.utterance_audio(), self.rec.features.sample_rate),
+                           self.utterance_start)
         if not self.rescoring:
             return self.partial()
         self._search()

@@ -1,0 +1,198 @@
+"""Whisper-CTC: the CTranslate2 reader, Whisper's front end and encoder against their
+references (faster-whisper's FeatureExtractor, CTranslate2's own encoder), the model
+directory, and a tiny train-and-decode run of the CTC head."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from asr.audio import read_audio
+from asr.features import resample
+from asr.metrics import cer
+from asr.train.data import Utterance
+from asr.whisper.ct2 import CT2FormatError, read_ct2_model
+from asr.whisper.features import log_mel
+
+from .conftest import SHARED, espeak, needs_espeak, speech_like
+
+REAL = SHARED / "data" / "real_zh" / "eval"
+
+
+def _real_clip(n: int = 0) -> np.ndarray:
+    if not (REAL / "manifest.jsonl").exists():
+        pytest.skip(f"{REAL} is not here (real speech for parity checks)")
+    line = (REAL / "manifest.jsonl").read_text(encoding="utf-8").splitlines()[n]
+    audio, rate = read_audio(REAL / json.loads(line)["audio"])
+    assert rate == 16000
+    return audio[0]
+
+
+def _signals() -> dict[str, np.ndarray]:
+    s = speech_like(3.0, seed=1)
+    silent = np.concatenate([np.zeros(8000, np.float32), s[:16000], np.zeros(4000, np.float32), s[16000:24000],
+                             np.zeros(8000, np.float32)])
+    return {"speech-like": s, "digital silence around and inside": silent, "short": s[:390], "empty": s[:0]}
+
+
+# ---------------------------------------------------------------- CTranslate2 reader
+
+
+def _ct2_bytes(version: int = 6, dtype: int = 4, values=(1.0, -2.0), truncate: int = 0) -> bytes:
+    def string(s: str) -> bytes:
+        b = s.encode() + b"\0"
+        return struct.pack("<H", len(b)) + b
+
+    data = np.asarray(values, np.float16).tobytes()
+    body = struct.pack("<I", version) + string("WhisperSpec") + struct.pack("<I", 3) + struct.pack("<I", 1)
+    body += string("encoder/x") + bytes([1]) + struct.pack("<I", len(values)) + bytes([dtype])
+    body += struct.pack("<I", len(data)) + data
+    body += struct.pack("<I", 1) + string("a") + string("encoder/x")
+    return body[: len(body) - truncate] if truncate else body
+
+
+def test_ct2_reader_reads_variables_and_aliases(tmp_path):
+    (tmp_path / "m.bin").write_bytes(_ct2_bytes())
+    m = read_ct2_model(tmp_path / "m.bin")
+    assert (m.spec, m.revision) == ("WhisperSpec", 3)
+    assert m.variables["encoder/x"].tolist() == [1.0, -2.0]
+    assert m.get("a").tolist() == [1.0, -2.0]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"version": 5}, "binary version 5"),
+    ({"dtype": 9}, "unknown dtype"),
+    ({"truncate": 9}, "truncated"),
+])
+def test_ct2_reader_rejects_what_it_cannot_read(tmp_path, kwargs, message):
+    (tmp_path / "m.bin").write_bytes(_ct2_bytes(**kwargs))
+    with pytest.raises(CT2FormatError, match=message):
+        read_ct2_model(tmp_path / "m.bin")
+
+
+# ---------------------------------------------------------------- front end
+
+
+def test_log_mel_matches_faster_whisper():
+    fe_mod = pytest.importorskip("faster_whisper.feature_extractor", reason="faster-whisper is a test extra")
+    fe = fe_mod.FeatureExtractor()
+    for name, x in _signals().items():
+        ref = fe(x).T
+        ours = log_mel(x).numpy()
+        assert ours.shape == ref.shape, name
+        np.testing.assert_allclose(ours, ref, atol=1e-4, err_msg=name)
+
+
+def test_log_mel_matches_faster_whisper_on_real_speech():
+    fe_mod = pytest.importorskip("faster_whisper.feature_extractor", reason="faster-whisper is a test extra")
+    x = _real_clip()
+    np.testing.assert_allclose(log_mel(x).numpy(), fe_mod.FeatureExtractor()(x).T, atol=1e-4)
+
+
+# ---------------------------------------------------------------- encoder
+
+
+@pytest.fixture(scope="module")
+def ct2():
+    from asr.whisper.convert import load_ct2
+
+    try:
+        return load_ct2()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
+def _ct2_dir(tmp_path, ct2_model) -> str:
+    from asr.whisper.convert import tokenizer_json, wheel_parts
+
+    with open(tmp_path / "model.bin", "wb") as f:
+        for p in wheel_parts():
+            f.write(p.read_bytes())
+    for name in ("config.json", "vocabulary.txt", "tokenizer.json"):
+        (tmp_path / name).write_bytes((tokenizer_json().parent / name).read_bytes())
+    return str(tmp_path)
+
+
+def test_encoder_matches_ctranslate2_on_real_speech(ct2, tmp_path):
+    ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is a test extra")
+    from asr.whisper.convert import load_encoder
+
+    ref_model = ctranslate2.models.Whisper(_ct2_dir(tmp_path, ct2), device="cpu", compute_type="float32")
+    enc = load_encoder(ct2)
+    for x in (_real_clip(0)[: 16000 * 6], _signals()["digital silence around and inside"]):
+        mel = log_mel(x)
+        mel = mel[: mel.size(0) // 2 * 2]  # CTranslate2 wants an even frame count
+        ref = np.array(ref_model.encode(ctranslate2.StorageView.from_array(mel.T[None].contiguous().numpy())))[0]
+        with torch.inference_mode():
+            ours = enc(mel[None])[0].numpy()
+        assert ours.shape == ref.shape
+        # float16 weights, float32 arithmetic on both sides: differences are accumulation order
+        np.testing.assert_allclose(ours, ref, atol=2e-2 * np.abs(ref).max())
+        assert np.abs(ours - ref).mean() < 1e-3
+
+
+# ---------------------------------------------------------------- train, export, decode
+
+TINY_TEXTS = ("打开空调", "我要查询话费", "明天下午三点")
+
+
+@needs_espeak
+def test_tiny_train_export_and_decode(ct2, tmp_path, random_model_dir):
+    """The whole chain on three espeak-ng sentences: cache Whisper's encoder outputs, train
+    a small CTC head until it has learnt them, write a model directory, load it as the
+    final model of a two-pass recognizer and transcribe the audio through it."""
+    from asr.recognizer import Recognizer
+    from asr.config import DecodingConfig
+    from asr.tokens import Tokenizer, write_units
+    from asr.train.whisper_head import HeadTrainConfig, cache_encoder_outputs, greedy_cer, train_head
+    from asr.whisper.bundle import save_whisper_dir
+    from asr.whisper.convert import load_encoder
+    from asr.whisper.ctc import CTCHead, HeadConfig, WhisperCTC
+
+    chars = sorted({c for t in TINY_TEXTS for c in t})
+    write_units(["<blank>", "<unk>"] + chars + ["<sos/eos>"], tmp_path / "units.txt")
+    tok = Tokenizer.from_dir(tmp_path)
+    utts = [Utterance(espeak(t, tmp_path / f"{i}.wav"), t, 2.0, f"u{i}") for i, t in enumerate(TINY_TEXTS)]
+    encoder = load_encoder(ct2)
+    cache = cache_encoder_outputs(utts, tmp_path / "cache", encoder)
+    assert [u["id"] for u in cache_encoder_outputs(utts, tmp_path / "cache", encoder).index] == ["u0", "u1", "u2"]
+
+    cfg = HeadTrainConfig(layers=1, dropout=0.0, lr=3e-3, warmup=5, epochs=60, max_frames=4000, time_mask=0.0)
+    torch.manual_seed(0)
+    head = CTCHead(HeadConfig(len(tok), 1, d_model=64, heads=2, ffn=128, dropout=0.0))
+    head = train_head([(cache, 1)], [cache], tok, cfg, tmp_path / "exp", head)
+    assert greedy_cer(head, cache, tok) == 0.0
+
+    model = WhisperCTC(head.cfg, encoder.dims)
+    model.encoder.load_state_dict(encoder.state_dict())
+    model.head.load_state_dict(head.state_dict())
+    out = save_whisper_dir(tmp_path / "model", model, tmp_path, "tiny", first_pass=str(random_model_dir),
+                           weights_dtype=torch.float32)
+    rec = Recognizer.from_dir(out, "cpu", DecodingConfig(lm="none"), precision="fp32", final_precision="fp32")
+    assert rec.final is not None and rec.name == "tiny"
+    audios = [resample(torch.from_numpy(a[0]), rate, 16000).numpy() for a, rate in map(read_audio, (u.audio for u in utts))]
+    hyps = [rec.transcribe(a).text for a in audios]
+    assert cer(list(TINY_TEXTS), hyps) == 0.0
+    assert [r.text for r in rec.transcribe_many(audios)] == hyps
+    # a stream's final is the final model's pass over the utterance's audio
+    audio, rate = audios[1], 16000
+    s = rec.stream(rate)
+    for piece in np.array_split(audio, 5):
+        s.accept(piece)
+    assert s.utterance_audio().size == audio.size
+    first = s.end_utterance()
+    assert first == rec.transcribe(audio, rate)
+    # the next utterance keeps only the audio after the endpoint, and its times are stream times
+    s.accept(audios[2])
+    kept = s.utterance_audio()
+    assert kept.size == audio.size + audios[2].size - round(s.utterance_start * rate)
+    final = s.finalize()
+    assert final.start >= s.utterance_start > 0
+    assert final.tokens == tuple(
+        dataclasses.replace(t, start=t.start + s.utterance_start, end=t.end + s.utterance_start)
+        for t in rec.transcribe(kept, rate).tokens)
