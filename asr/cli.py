@@ -34,17 +34,19 @@ def _decoding_args(p: argparse.ArgumentParser) -> None:
 
 
 def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None, history_ms: int = 0):
-    from .checkpoint import load_model_dir
+    from .checkpoint import ModelDirError
     from .config import ConfigError, DecodingConfig
     from .recognizer import Recognizer, command_precision
 
-    bundle = load_model_dir(args.model or default_model_dir())
-    chunk = bundle.streaming_chunk(chunk_ms, history_ms) if chunk_ms else None
     precision = command_precision(getattr(args, "precision", "auto"), args.device)
     decoding = DecodingConfig(args.decoding, args.beam, rescoring=args.rescoring, lm=args.lm,
                               lm_weight=args.lm_weight, lm_bonus=args.lm_bonus)
     try:
-        return Recognizer(bundle, args.device, decoding, chunk, precision=precision)
+        return Recognizer.from_dir(args.model or default_model_dir(), args.device, decoding, chunk_ms=chunk_ms or 0,
+                                   history_ms=history_ms if chunk_ms else 0, precision=precision,
+                                   final_precision=getattr(args, "precision", "auto"))
+    except ModelDirError:
+        raise
     except ValueError as e:  # a precision or rescoring this device or model cannot do
         raise ConfigError(str(e)) from e
 

@@ -25,6 +25,7 @@ from .model.conformer import PositionTable, TracedBlocks, chunk_window
 from .model.state import EncoderState
 from .result import Result, Token, build_result, mean_confidence, shifted
 from .whisper.bundle import is_whisper_dir, load_whisper_dir
+from .whisper.features import WhisperFeatures
 from .whisper.recognizer import WhisperRecognizer
 
 __all__ = ["Recognizer", "Stream", "Result", "Token", "mean_confidence", "resolve_device", "resolve_precision",
@@ -168,6 +169,12 @@ class Recognizer:
             raise ValueError(str(e)) from e
 
     @property
+    def full_pass_features(self):
+        """The front end of full-context passes (`asr.batch` computes it per segment):
+        Whisper's log-mel with a final model, else this model's fbank."""
+        return WhisperFeatures() if self.final is not None else self.features
+
+    @property
     def search_method(self) -> str:
         return "prefix_beam" if self.lm is not None else self.decoding.method
 
@@ -186,21 +193,26 @@ class Recognizer:
         chunk: ChunkConfig | None = None,
         precision: str = "auto",
         final_precision: str = "auto",
+        chunk_ms: int = 0,
+        history_ms: int = 0,
         **kwargs,
     ) -> "Recognizer":
         """A recognizer for a model directory of either kind: Conformer-CTC, or Whisper-CTC,
-        whose first-pass model streams and whose own model runs every full-context pass."""
+        whose first-pass model streams and whose own model runs every full-context pass.
+        The streaming chunk: `chunk`, else `chunk_ms`/`history_ms` (0: the model's own)."""
         dev = resolve_device(device)
-        if not is_whisper_dir(path):
-            return cls(load_model_dir(path, device="cpu"), dev, decoding, chunk, precision=precision, **kwargs)
-        wb = load_whisper_dir(path)
-        if wb.first_pass is None:
+        whisper = load_whisper_dir(path) if is_whisper_dir(path) else None
+        if whisper is not None and whisper.first_pass is None:
             raise ModelDirError(f"{path}: a Whisper-CTC model directory needs a first_pass streaming model")
-        rec = cls(load_model_dir(wb.first_pass, device="cpu"), dev, decoding, chunk, precision=precision, **kwargs)
-        same_lm = rec.lm is not None and wb.lm is not None and sha256(Path(wb.lm["file"])) == sha256(
-            Path(rec.bundle.lm["file"]))
-        rec.final = WhisperRecognizer(wb, dev, decoding, final_precision, cpu_has_native_bf16(),
-                                      lm=rec.lm if same_lm else None)
+        bundle = load_model_dir(whisper.first_pass if whisper is not None else path, device="cpu")
+        if chunk is None and (chunk_ms or history_ms):
+            chunk = bundle.streaming_chunk(chunk_ms, history_ms)
+        rec = cls(bundle, dev, decoding, chunk, precision=precision, **kwargs)
+        if whisper is not None:
+            same_lm = rec.lm is not None and whisper.lm is not None and bundle.lm is not None and sha256(
+                Path(whisper.lm["file"])) == sha256(Path(bundle.lm["file"]))
+            rec.final = WhisperRecognizer(whisper, dev, decoding, final_precision, cpu_has_native_bf16(),
+                                          lm=rec.lm if same_lm else None)
         return rec
 
     @property

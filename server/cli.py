@@ -31,17 +31,19 @@ def register(subparsers: Any) -> None:
 def build_recognizer(settings: Settings):
     import torch  # noqa: PLC0415
 
-    from asr.checkpoint import load_model_dir  # noqa: PLC0415
+    from asr.checkpoint import ModelDirError  # noqa: PLC0415
     from asr.config import DecodingConfig  # noqa: PLC0415
     from asr.recognizer import Recognizer, command_precision, default_threads  # noqa: PLC0415
 
     torch.set_num_threads(settings.threads or default_threads())
-    bundle = load_model_dir(settings.model)
-    chunk = bundle.streaming_chunk(settings.chunk_ms, settings.history_ms)
     decoding = DecodingConfig(settings.decoding, settings.beam or None, rescoring=settings.rescoring, lm=settings.lm)
     try:
-        rec = Recognizer(bundle, settings.device, decoding, chunk, blank_threshold=settings.blank_threshold,
-                         precision=command_precision(settings.precision, settings.device))
+        rec = Recognizer.from_dir(settings.model, settings.device, decoding, chunk_ms=settings.chunk_ms,
+                                  history_ms=settings.history_ms, blank_threshold=settings.blank_threshold,
+                                  precision=command_precision(settings.precision, settings.device),
+                                  final_precision=settings.precision)
+    except ModelDirError:
+        raise
     except ValueError as e:  # precision or rescoring the device or model cannot do
         raise ConfigError(str(e)) from None
     rec.defer_search = True  # sessions read results on the event loop: the search runs there

@@ -89,6 +89,12 @@ class BatchEngine:
         t_end (seconds on the file's clock; token times are absolute)."""
         results: list[Result | None] = [None] * len(feats)
         lengths = [int(f.size(0)) for f in feats]
+        if self.rec.final is not None:  # Whisper-CTC: features are its log-mel
+            for batch in self.batches(lengths):
+                logps = self.rec.final.logprobs([feats[i] for i in batch])
+                for i, lp in zip(batch, logps):
+                    results[i] = self.rec.final.search(lp, t0[i], t_end[i])
+            return results  # type: ignore[return-value]
         todo = [i for i, n in enumerate(lengths) if n >= self.rec.min_frames]
         for i in set(range(len(feats))) - set(todo):  # too short for one encoder frame
             results[i] = self._decode(torch.zeros(0, self.rec.model.cfg.vocab_size), None, t0[i], t_end[i])

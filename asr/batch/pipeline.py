@@ -21,6 +21,7 @@ import torch
 from ..audio import AudioError
 from ..config import ConfigError, FeatureConfig
 from ..features import fbank
+from ..whisper.features import WhisperFeatures
 from ..recognizer import Recognizer
 from .engine import BatchEngine, EngineOptions, precision_name
 from .inputs import InputItem
@@ -94,7 +95,13 @@ class Outcome:
         return self.transcript.duration if self.transcript else 0.0
 
 
-def prepare(item: InputItem, options: BatchOptions, features: FeatureConfig, label: str | None = None) -> Prepared:
+def compute_features(samples: torch.Tensor, features: FeatureConfig | WhisperFeatures) -> torch.Tensor:
+    """(frames, mel) features of 16 kHz samples for the model that runs full-context passes."""
+    return features.compute(samples) if isinstance(features, WhisperFeatures) else fbank(samples, features)
+
+
+def prepare(item: InputItem, options: BatchOptions, features: FeatureConfig | WhisperFeatures,
+            label: str | None = None) -> Prepared:
     """Decode, segment and compute fbank for one input; failures become `error`
     (naming the input as `label`, default its path)."""
     if item.error:
@@ -107,7 +114,7 @@ def prepare(item: InputItem, options: BatchOptions, features: FeatureConfig, lab
         segs = []
         for c, (row, regs) in enumerate(zip(rows, regions)):
             for r in regs:
-                feats = fbank(torch.from_numpy(row[r.start : r.end]), features)
+                feats = compute_features(torch.from_numpy(row[r.start : r.end]), features)
                 segs.append(PreparedSegment(c if split else None, r.start_s, r.end_s, feats, r.keep_s))
         return Prepared(item, media.duration, len(rows), segs)
     except AudioError as e:
@@ -150,7 +157,7 @@ def run_local(
     workers = options.workers if options.workers >= 0 else (2 if recognizer.device.type == "cuda" else 0)
     pool: list[Prepared] = []
     pool_s = 0.0
-    for p in _prepared(items, options, recognizer.features, workers):
+    for p in _prepared(items, options, recognizer.full_pass_features, workers):
         pool.append(p)
         pool_s += p.duration
         if pool_s >= options.pool_s:
@@ -160,7 +167,8 @@ def run_local(
         yield from recognize_prepared(engine, pool, record)
 
 
-def _prepared(items: Iterable[InputItem], options: BatchOptions, features: FeatureConfig, workers: int) -> Iterator[Prepared]:
+def _prepared(items: Iterable[InputItem], options: BatchOptions, features: FeatureConfig | WhisperFeatures,
+              workers: int) -> Iterator[Prepared]:
     """Prepared inputs in order: inline (workers 0), or on threads running ahead.
 
     Inline is the default on a CPU: the model already uses every core, and a thread

@@ -94,7 +94,7 @@ def _bound(v: float | None) -> float:
     return NONE if v is None else v
 
 
-def _prepare_rows(row: dict[str, Any], options: BatchOptions, features: FeatureConfig) -> list[dict[str, Any]]:
+def _prepare_rows(row: dict[str, Any], options: BatchOptions, features: Any) -> list[dict[str, Any]]:
     item = InputItem(row["id"], row["path"], row["name"], row["error"] or None)
     p = prepare(item, options, features)
     header = {
@@ -176,7 +176,7 @@ def run_ray(items: list[InputItem], recognizer: Recognizer, options: BatchOption
     model_ref = ray.put(_model_files(Path(recognizer.bundle.path)))
     rows = [{"k": k, "id": it.id, "path": it.path, "name": it.name, "error": it.error or ""} for k, it in enumerate(items)]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 512)))
-    ds = ds.flat_map(_prepare_rows, fn_kwargs={"options": options, "features": recognizer.features}, num_cpus=1)
+    ds = ds.flat_map(_prepare_rows, fn_kwargs={"options": options, "features": recognizer.full_pass_features}, num_cpus=1)
     ds = ds.map_batches(
         _Recognize,
         fn_constructor_kwargs=dict(

@@ -12,12 +12,13 @@ utterance differ from the same frames of the whole utterance only where they are
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torchaudio
 
-__all__ = ["SAMPLE_RATE", "HOP", "N_FFT", "N_MELS", "log_mel", "mel_filters"]
+__all__ = ["SAMPLE_RATE", "HOP", "N_FFT", "N_MELS", "WhisperFeatures", "log_mel", "mel_filters"]
 
 SAMPLE_RATE, N_FFT, HOP, N_MELS = 16000, 400, 160, 80
 # faster-whisper appends one hop of zeros before the STFT, so that the last full hop of
@@ -54,3 +55,16 @@ def log_mel(samples: np.ndarray | torch.Tensor, tail_pad: int = TAIL_PAD) -> tor
     logm = torch.clamp(mel, min=1e-10).log10()
     logm = torch.maximum(logm, logm.max() - 8.0)
     return ((logm + 4.0) / 4.0).T.contiguous()
+
+
+@dataclass(frozen=True)
+class WhisperFeatures:
+    """Whisper's front end as a value that pickles (batch workers compute features):
+    the counterpart of `asr.config.FeatureConfig` for Whisper-CTC models."""
+
+    sample_rate: int = SAMPLE_RATE
+    num_mel_bins: int = N_MELS
+    frame_shift_ms: float = 1000 * HOP / SAMPLE_RATE
+
+    def compute(self, samples: np.ndarray | torch.Tensor) -> torch.Tensor:
+        return log_mel(samples)

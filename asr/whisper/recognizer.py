@@ -146,7 +146,8 @@ class WhisperRecognizer:
             opts.update(beam_size=self.beam_size, lm_weight=self.lm_weight, lm_bonus=self.lm_bonus)
         return opts
 
-    def _search(self, logp: torch.Tensor, t0: float, t_end: float) -> Result:
+    def search(self, logp: torch.Tensor, t0: float, t_end: float) -> Result:
+        """The result of CTC log-probs of audio from t0 to t_end (seconds)."""
         d = self.decoding
         method = "prefix_beam" if self.lm is not None else d.method
         search = make_decoder(method, self.beam_size, 0, d.blank_penalty, self.lm, self.lm_weight, self.lm_bonus)
@@ -185,7 +186,7 @@ class WhisperRecognizer:
                 batch.append(i)
         parts: list[list[Result]] = [[] for _ in audios]
         for (k, a, b, _), lp in zip(pieces, logps):
-            parts[k].append(self._search(lp, a / SAMPLE_RATE, b / SAMPLE_RATE))
+            parts[k].append(self.search(lp, a / SAMPLE_RATE, b / SAMPLE_RATE))
         return [self._join(p, end) for p, end in zip(parts, ends)]
 
     def _join(self, parts: list[Result], end: float) -> Result:

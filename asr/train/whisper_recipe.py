@@ -1,0 +1,176 @@
+"""The Whisper-CTC recipe: cache the frozen encoder's outputs, train the CTC head, tune the
+LM fusion on the dev sets and write the model directory. Every step resumes.
+
+    python -m asr.train.whisper_recipe --config recipes/whisper_ctc.yaml [--set key=value ...]
+
+The same script runs on a CPU or a GPU (`device`); see the model card for the commands
+that built the shipped model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..checkpoint import LM, add_lm, load_model_dir
+from ..config import from_dict
+from ..decoding import make_decoder
+from ..metrics import ErrorCounts
+from ..tokens import Tokenizer
+from ..whisper.bundle import save_whisper_dir
+from ..whisper.convert import load_ct2, load_encoder, provenance
+from ..whisper.ctc import CTCHead, HeadConfig, WhisperCTC
+from .data import read_manifest
+from .whisper_head import EncoderCache, HeadTrainConfig, cache_encoder_outputs, train_head
+
+log = logging.getLogger("tingxie.whisper_recipe")
+
+__all__ = ["RecipeConfig", "DataSet", "run"]
+
+
+@dataclass
+class DataSet:
+    name: str
+    manifest: str
+    repeat: int = 1  # times an epoch lists it (train sets)
+    normalize: bool = False  # put transcripts in spoken form (real corpora)
+    holdout: int = 0  # utterances kept out of training as a dev set named NAME-dev (seeded)
+    bf16: bool = False  # encode under bf16 autocast
+
+
+@dataclass
+class RecipeConfig:
+    exp_dir: str
+    out: str
+    name: str
+    first_pass: str  # streaming model directory, relative to `out`
+    tokenizer_dir: str  # units.txt (+ bpe.model) and lm.arpa.gz with the same units
+    train: list[dict[str, Any]]
+    dev: list[dict[str, Any]] = field(default_factory=list)
+    head: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    lm_weights: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
+    lm_bonuses: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5])
+    beam: int = 10
+    device: str = "cpu"
+    threads: int = 0
+
+
+def load_config(path: str | Path, overrides: dict[str, Any]) -> RecipeConfig:
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    data.update(overrides)
+
+    def expand(v: Any) -> Any:
+        if isinstance(v, str):
+            return os.path.expandvars(v)
+        if isinstance(v, list):
+            return [expand(x) for x in v]
+        if isinstance(v, dict):
+            return {k: expand(x) for k, x in v.items()}
+        return v
+
+    return from_dict(RecipeConfig, expand(data))
+
+
+def _caches(cfg: RecipeConfig, encoder) -> tuple[list[tuple[EncoderCache, int]], list[EncoderCache]]:
+    root = Path(cfg.exp_dir) / "cache"
+    train, dev = [], []
+    for spec in map(lambda d: from_dict(DataSet, d), cfg.train):
+        utts = read_manifest(spec.manifest, normalize=spec.normalize)
+        if spec.holdout:
+            order = list(range(len(utts)))
+            random.Random(0).shuffle(order)
+            held = set(order[: spec.holdout])
+            dev.append(cache_encoder_outputs([u for i, u in enumerate(utts) if i in held], root / f"{spec.name}-dev",
+                                             encoder, bf16=spec.bf16))
+            utts = [u for i, u in enumerate(utts) if i not in held]
+        log.info("caching %s (%d utterances)", spec.name, len(utts))
+        train.append((cache_encoder_outputs(utts, root / spec.name, encoder, bf16=spec.bf16), spec.repeat))
+    for spec in map(lambda d: from_dict(DataSet, d), cfg.dev):
+        utts = read_manifest(spec.manifest, normalize=spec.normalize)
+        dev.append(cache_encoder_outputs(utts, root / spec.name, encoder, bf16=spec.bf16))
+    return train, dev
+
+
+def tune_lm(head: CTCHead, dev: list[EncoderCache], tokenizer: Tokenizer, lm, cfg: RecipeConfig) -> dict[str, Any]:
+    """The LM weight and bonus of the lowest mean CER over the dev sets (a grid)."""
+    with torch.inference_mode():
+        head.eval()
+        logps = [[head(d.get(i)[None])[0] for i in range(len(d))] for d in dev]
+    best: dict[str, Any] = {}
+    for w in cfg.lm_weights:
+        for b in cfg.lm_bonuses:
+            cers = []
+            for d, lps in zip(dev, logps):
+                counts = ErrorCounts()
+                for i, lp in enumerate(lps):
+                    search = make_decoder("prefix_beam", cfg.beam, 0, 0.0, lm, w, b)
+                    search.advance(lp)
+                    counts.add(d.index[i]["text"], tokenizer.decode(search.nbest()[0].tokens))
+                cers.append(counts.cer)
+            score = sum(cers) / len(cers)
+            log.info("LM weight %.2f bonus %.2f: dev CER %s", w, b, " ".join(f"{c:.2%}" for c in cers))
+            if not best or score < best["dev_cer"]:
+                best = {"weight": w, "bonus": b, "dev_cer": round(score, 4),
+                        "dev_cers": {p.path.name: round(c, 4) for p, c in zip(dev, cers)}}
+    return best
+
+
+def run(cfg: RecipeConfig) -> Path:
+    from ..lm import NgramLM  # noqa: PLC0415 (parsing the LM is needed for tuning only)
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    exp = Path(cfg.exp_dir)
+    exp.mkdir(parents=True, exist_ok=True)
+    (exp / "recipe.json").write_text(json.dumps(asdict(cfg), indent=2, ensure_ascii=False))
+    ct2 = load_ct2()
+    encoder = load_encoder(ct2).to(cfg.device)
+    train, dev = _caches(cfg, encoder)
+    tokenizer = Tokenizer.from_dir(cfg.tokenizer_dir)
+    tcfg = from_dict(HeadTrainConfig, cfg.training)
+    head = CTCHead(HeadConfig(len(tokenizer), **cfg.head))
+    head = train_head(train, dev, tokenizer, tcfg, exp / "head", head)
+    lm_path = Path(cfg.tokenizer_dir) / LM
+    tuned = tune_lm(head, dev, tokenizer, NgramLM.load(lm_path, tokenizer.units), cfg) if lm_path.exists() else {}
+    model = WhisperCTC(head.cfg, encoder.dims)
+    model.encoder.load_state_dict(encoder.state_dict())
+    model.head.load_state_dict(head.state_dict())
+    extra = {"pretrained": provenance(), "train_sets": cfg.train, "training": asdict(tcfg),
+             "dev_cer_greedy": json.loads((exp / "head" / "summary.json").read_text()) if (exp / "head" / "summary.json").exists() else None}
+    out = save_whisper_dir(cfg.out, model.cpu(), cfg.tokenizer_dir, cfg.name, cfg.first_pass, extra)
+    if tuned:
+        add_lm(out, lm_path, tuned["weight"], tuned["bonus"], {"tuned_on": tuned["dev_cers"]}, beam=cfg.beam)
+    log.info("wrote %s (LM fusion %s)", out, tuned)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a top-level key")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    print(run(load_config(args.config, overrides)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
