@@ -126,7 +126,9 @@ def save_model_dir(
     return out
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def _read_config(path: Path, model_keys: bool = True) -> dict[str, Any]:
+    """config.json, checked; `model_keys`: also the Conformer-CTC sections (a Whisper-CTC
+    directory has its own, checked by asr.whisper.bundle)."""
     cfg_path = path / CONFIG
     if not path.is_dir():
         raise ModelDirError(f"{path}: not a directory")
@@ -140,7 +142,7 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise ModelDirError(f"{cfg_path}: format is {config.get('format')!r}, expected {FORMAT!r}")
     if config.get("format_version") != FORMAT_VERSION:
         raise ModelDirError(f"{cfg_path}: format_version {config.get('format_version')!r} is not supported")
-    for key in ("name", "model", "features", "streaming", "files"):
+    for key in ("name", "files") + (("model", "features", "streaming") if model_keys else ()):
         if key not in config:
             raise ModelDirError(f"{cfg_path}: missing key {key!r}")
     return config
@@ -218,7 +220,7 @@ def add_lm(model_dir: str | Path, arpa: str | Path, weight: float, bonus: float,
     import shutil
 
     path = Path(model_dir)
-    config = _read_config(path)
+    config = _read_config(path, model_keys=False)
     arpa, dst = Path(arpa), path / LM
     if arpa.resolve() != dst.resolve():
         if arpa.suffix == ".gz":

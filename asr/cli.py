@@ -38,13 +38,15 @@ def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None, history_m
     from .config import ConfigError, DecodingConfig
     from .recognizer import Recognizer, command_precision
 
-    precision = command_precision(getattr(args, "precision", "auto"), args.device)
+    asked = getattr(args, "precision", "auto")
+    # int8 is for a Whisper-CTC final model; the streaming model then runs at its own default
+    precision = command_precision("auto" if asked == "int8" else asked, args.device)
     decoding = DecodingConfig(args.decoding, args.beam, rescoring=args.rescoring, lm=args.lm,
                               lm_weight=args.lm_weight, lm_bonus=args.lm_bonus)
     try:
         return Recognizer.from_dir(args.model or default_model_dir(), args.device, decoding, chunk_ms=chunk_ms or 0,
                                    history_ms=history_ms if chunk_ms else 0, precision=precision,
-                                   final_precision=getattr(args, "precision", "auto"))
+                                   final_precision=asked)
     except ModelDirError:
         raise
     except ValueError as e:  # a precision or rescoring this device or model cannot do
@@ -77,7 +79,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rec = _recognizer(args, args.chunk_ms if args.streaming else None, args.history_ms)
     # References in spoken form (digits as characters), as the model writes them.
     utts = read_manifest(args.manifest, normalize=True)[: args.limit or None]
-    counts = ErrorCounts()
+    counts, partials = ErrorCounts(), ErrorCounts()
     audio_s = compute_s = 0.0
     for u in utts:
         audio, rate = read_audio(u.audio)
@@ -86,6 +88,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.streaming:
             s = rec.stream(rate)
             s.accept(mono)
+            s.input_finished()
+            while s.ready():
+                rec.step([s])
+            # what a client saw last before the end: the streaming (first-pass) result
+            partials.add(u.text, s.partial().text)
             hyp = s.finalize().text
         else:
             hyp = rec.transcribe(mono, rate).text
@@ -109,6 +116,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 "ins": counts.ins,
                 "ref_units": counts.ref_units,
                 "rtf": round(compute_s / max(audio_s, 1e-9), 4),
+                **({"partial_cer": round(partials.cer, 4)} if args.streaming else {}),
             },
             ensure_ascii=False,
         )
@@ -194,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="streaming attention history in ms, as serve's --history-ms (0: all of the utterance)")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--verbose", action="store_true")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="compute precision (auto: bf16 on CPUs with native bf16, else fp32 on a CPU; bf16/fp16 on CUDA)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default="auto",
+                   help="compute precision (auto: bf16 on CPUs with native bf16, else fp32 on a CPU, and int8 for a "
+                        "Whisper-CTC model there; bf16/fp16 on CUDA)")
     _decoding_args(p)
     p.set_defaults(func=cmd_eval)
 

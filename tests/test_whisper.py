@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +197,91 @@ def test_tiny_train_export_and_decode(ct2, tmp_path, random_model_dir):
     assert final.tokens == tuple(
         dataclasses.replace(t, start=t.start + s.utterance_start, end=t.end + s.utterance_start)
         for t in rec.transcribe(kept, rate).tokens)
+
+
+# ---------------------------------------------------------------- the shipped model
+
+DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from asr.whisper.bundle import is_whisper_dir, load_whisper_dir
+
+    if not is_whisper_dir(DEFAULT):
+        pytest.skip("models/default is not a Whisper-CTC model")
+    return load_whisper_dir(DEFAULT)
+
+
+def _clips(n: int = 4) -> list[np.ndarray]:
+    return [_real_clip(i) for i in range(n)]
+
+
+@pytest.mark.parametrize("precision, max_dlogp, max_cer_loss", [("bf16", 0.02, 0.01), ("int8", 0.1, 0.03)])
+def test_reduced_precisions_match_fp32(shipped, precision, max_dlogp, max_cer_loss):
+    """bf16 and int8 (the CPU defaults with and without native bf16) against fp32 on real
+    speech: per frame, the log-probability of fp32's best unit moves by at most
+    `max_dlogp` on average, and greedy decoding loses at most `max_cer_loss` of CER
+    against the references. (int8 changes ~10% of a greedy transcript's characters on
+    real speech, where greedy CER is ~34%: different errors, barely more of them.)"""
+    from asr.config import DecodingConfig
+    from asr.data.normalize import normalize_text
+    from asr.whisper.recognizer import WhisperRecognizer
+
+    dev = torch.device("cpu")
+    ref = WhisperRecognizer(shipped, dev, DecodingConfig(lm="none"), "fp32")
+    low = WhisperRecognizer(shipped, dev, DecodingConfig(lm="none"), precision)
+    lines = (REAL / "manifest.jsonl").read_text(encoding="utf-8").splitlines()[:12]
+    clips, truth = _clips(12), [normalize_text(json.loads(line)["text"]) for line in lines]
+    mels = [log_mel(x) for x in clips]
+    for a, b in zip(ref.logprobs(mels), low.logprobs(mels)):
+        best = a.argmax(-1)[:, None]
+        assert (a.gather(1, best) - b.gather(1, best)).abs().mean() < max_dlogp
+    cers = [cer(truth, [r.text for r in rec.transcribe_many(clips)]) for rec in (ref, low)]
+    assert cers[1] - cers[0] <= max_cer_loss
+
+
+def test_auto_precision_follows_the_cpu():
+    from asr.whisper.recognizer import resolve_whisper_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_whisper_precision("auto", cpu, native_bf16=True) == "bf16"
+    assert resolve_whisper_precision("auto", cpu, native_bf16=False) == "int8"
+    assert resolve_whisper_precision("auto", torch.device("cuda"), native_bf16=False) == "fp16"
+    with pytest.raises(ValueError, match="fp16 is for CUDA"):
+        resolve_whisper_precision("fp16", cpu, native_bf16=True)
+
+
+def test_batched_passes_equal_single_ones(shipped):
+    """transcribe_many pads a batch and masks the padding: each result is transcribe's."""
+    from asr.config import DecodingConfig
+    from asr.whisper.recognizer import WhisperRecognizer
+
+    rec = WhisperRecognizer(shipped, torch.device("cpu"), DecodingConfig(lm="none"), "fp32")
+    clips = _clips(3) + [_clips(1)[0][:8000]]
+    one = [rec.transcribe(x) for x in clips]
+    many = rec.transcribe_many(clips)
+    assert [r.text for r in many] == [r.text for r in one]
+    for a, b in zip(many, one):
+        assert [t.start for t in a.tokens] == [t.start for t in b.tokens]
+
+
+def test_long_audio_is_cut_at_quiet_moments(shipped):
+    """Past the encoder's 30 s, audio is decoded in pieces cut where it is quietest."""
+    from asr.config import DecodingConfig
+    from asr.whisper.recognizer import MAX_SEGMENT_S, WhisperRecognizer, quiet_cuts
+
+    clips = _clips(6)
+    gap = np.zeros(8000, np.float32)
+    long = np.concatenate([c for x in clips for c in (x, gap)])
+    assert long.size / 16000 > MAX_SEGMENT_S
+    cuts = quiet_cuts(long)
+    assert len(cuts) >= 2 and cuts[0][0] == 0 and cuts[-1][1] == long.size
+    assert all(b - a <= MAX_SEGMENT_S * 16000 for a, b in cuts)
+    for a, _ in cuts[1:]:  # in a gap between clips: silence
+        assert np.abs(long[a - 400 : a + 400]).max() == 0
+    rec = WhisperRecognizer(shipped, torch.device("cpu"), DecodingConfig(lm="none"), "fp32")
+    whole = rec.transcribe(long)
+    pieces = [rec.transcribe(long[a:b]) for a, b in cuts]
+    assert whole.text == "".join(p.text for p in pieces)
+    assert whole.tokens[-1].start > 28.0

@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--batch-frames", type=int, default=0,
                      help="padded fbank frames (10 ms) per model call (0: 4000 on a CPU, 80000 on a GPU)")
     run.add_argument("--max-batch", type=int, default=0, help="utterances per model call (0: 64 on a CPU, 256 on a GPU)")
-    run.add_argument("--precision", choices=PRECISIONS, default="auto",
+    run.add_argument("--precision", choices=(*PRECISIONS, "int8"), default="auto",
                      help="auto: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32 on a CPU; bf16/fp16 on CUDA")
     run.add_argument("--workers", type=int, default=-1,
                      help="threads decoding and segmenting files ahead of the model (-1: none on a CPU, 2 with a GPU)")

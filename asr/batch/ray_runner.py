@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..config import ChunkConfig, ConfigError, DecodingConfig, FeatureConfig
+from ..config import ChunkConfig, ConfigError, DecodingConfig
 from ..recognizer import Recognizer
 from .engine import BatchEngine, EngineOptions
 from .inputs import InputItem
@@ -79,10 +79,16 @@ def _connect(ray, address: str) -> None:
 
 
 def _model_files(path: Path) -> dict[str, bytes]:
-    """The files of a model directory (those config.json lists, and config.json)."""
-    config = json.loads((path / "config.json").read_text())
+    """The files of a model directory (those config.json lists, and config.json), keyed by
+    their path under `model/`; a two-pass directory brings its first-pass model along at
+    the relative place its config names."""
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     names = ["config.json", *config.get("files", {})]
-    return {n: (path / n).read_bytes() for n in names}
+    files = {f"model/{n}": (path / n).read_bytes() for n in names}
+    first = config.get("first_pass")
+    if first:
+        files.update({f"model/{first}/{k[len('model/'):]}": v for k, v in _model_files(path / first).items()})
+    return files
 
 
 # ---------------------------------------------------------------- step 1: CPU tasks
@@ -124,14 +130,14 @@ class _Recognize:
         import ray  # noqa: PLC0415
         import torch  # noqa: PLC0415
 
-        from ..checkpoint import load_model_dir  # noqa: PLC0415
-
         torch.set_num_threads(max(1, threads))
         files = ray.get(model) if isinstance(model, ray.ObjectRef) else model
         self._dir = tempfile.TemporaryDirectory(prefix="tingxie-model-")
         for name, data in files.items():
-            (Path(self._dir.name) / name).write_bytes(data)
-        rec = Recognizer(load_model_dir(self._dir.name), device, decoding, chunk, precision=precision)
+            target = Path(self._dir.name) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        rec = Recognizer.from_dir(Path(self._dir.name) / "model", device, decoding, chunk, precision=precision)
         self.engine = BatchEngine(rec, engine)
         self.mel = rec.features.num_mel_bins
 
@@ -173,7 +179,7 @@ def run_ray(items: list[InputItem], recognizer: Recognizer, options: BatchOption
     gpus = ray_opts.gpus
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    model_ref = ray.put(_model_files(Path(recognizer.bundle.path)))
+    model_ref = ray.put(_model_files(Path(recognizer.model_path)))
     rows = [{"k": k, "id": it.id, "path": it.path, "name": it.name, "error": it.error or ""} for k, it in enumerate(items)]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 512)))
     ds = ds.flat_map(_prepare_rows, fn_kwargs={"options": options, "features": recognizer.full_pass_features}, num_cpus=1)

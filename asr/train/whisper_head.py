@@ -15,7 +15,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -63,11 +63,12 @@ def _load_16k(path: Path) -> np.ndarray:
 @torch.inference_mode()
 def cache_encoder_outputs(
     utts: Sequence[Utterance], out: str | Path, encoder: WhisperEncoder, max_seconds: float = 29.9,
-    bf16: bool = False,
+    bf16: bool = False, transform: Callable[[int, np.ndarray], np.ndarray] | None = None,
 ) -> EncoderCache:
     """Encode every utterance (full context, one at a time) into `out`; resumes after the
     last utterance already written. Utterances over `max_seconds` are skipped. `bf16`
-    encodes under bf16 autocast (twice as fast on CPUs with native bf16)."""
+    encodes under bf16 autocast (twice as fast on CPUs with native bf16). `transform(k,
+    samples)` changes the k-th utterance's 16 kHz samples first (e.g. a telephone channel)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "meta.json").write_text(json.dumps({"d_model": encoder.dims.d_model}))
@@ -82,7 +83,8 @@ def cache_encoder_outputs(
         for k, u in enumerate(utts):
             if u.id in seen or u.duration > max_seconds:
                 continue
-            mel = log_mel(_load_16k(u.audio))
+            samples = _load_16k(u.audio)
+            mel = log_mel(transform(k, samples) if transform is not None else samples)
             with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
                 enc = encoder(mel[None])[0].to(torch.float16).numpy()
             ff.write(enc.tobytes())

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import random
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 import yaml
 
-from ..checkpoint import LM, add_lm, load_model_dir
+from ..checkpoint import LM, add_lm
 from ..config import from_dict
 from ..decoding import make_decoder
 from ..metrics import ErrorCounts
@@ -46,6 +45,8 @@ class DataSet:
     normalize: bool = False  # put transcripts in spoken form (real corpora)
     holdout: int = 0  # utterances kept out of training as a dev set named NAME-dev (seeded)
     bf16: bool = False  # encode under bf16 autocast
+    telephone: bool = False  # through a telephone channel first (8 kHz, G.711 mu-law and A-law alternately)
+    limit: int = 0  # the first N utterances only (0: all)
 
 
 @dataclass
@@ -62,6 +63,8 @@ class RecipeConfig:
     lm_weights: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
     lm_bonuses: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5])
     beam: int = 10
+    head_dir: str = "head"  # under exp_dir: the head's checkpoints
+    init_head: str = ""  # start from this head state dict (e.g. a previous run's best.pt)
     device: str = "cpu"
     threads: int = 0
 
@@ -86,7 +89,7 @@ def _caches(cfg: RecipeConfig, encoder) -> tuple[list[tuple[EncoderCache, int]],
     root = Path(cfg.exp_dir) / "cache"
     train, dev = [], []
     for spec in map(lambda d: from_dict(DataSet, d), cfg.train):
-        utts = read_manifest(spec.manifest, normalize=spec.normalize)
+        utts = read_manifest(spec.manifest, normalize=spec.normalize)[: spec.limit or None]
         if spec.holdout:
             order = list(range(len(utts)))
             random.Random(0).shuffle(order)
@@ -95,11 +98,19 @@ def _caches(cfg: RecipeConfig, encoder) -> tuple[list[tuple[EncoderCache, int]],
                                              encoder, bf16=spec.bf16))
             utts = [u for i, u in enumerate(utts) if i not in held]
         log.info("caching %s (%d utterances)", spec.name, len(utts))
-        train.append((cache_encoder_outputs(utts, root / spec.name, encoder, bf16=spec.bf16), spec.repeat))
+        transform = _telephone if spec.telephone else None
+        train.append((cache_encoder_outputs(utts, root / spec.name, encoder, bf16=spec.bf16, transform=transform),
+                      spec.repeat))
     for spec in map(lambda d: from_dict(DataSet, d), cfg.dev):
         utts = read_manifest(spec.manifest, normalize=spec.normalize)
         dev.append(cache_encoder_outputs(utts, root / spec.name, encoder, bf16=spec.bf16))
     return train, dev
+
+
+def _telephone(k: int, samples):
+    from .augment import telephone_channel  # noqa: PLC0415 (only telephone sets need it)
+
+    return telephone_channel(samples, "mu" if k % 2 == 0 else "a")
 
 
 def tune_lm(head: CTCHead, dev: list[EncoderCache], tokenizer: Tokenizer, lm, cfg: RecipeConfig) -> dict[str, Any]:
@@ -133,21 +144,23 @@ def run(cfg: RecipeConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     exp = Path(cfg.exp_dir)
     exp.mkdir(parents=True, exist_ok=True)
-    (exp / "recipe.json").write_text(json.dumps(asdict(cfg), indent=2, ensure_ascii=False))
+    (exp / f"recipe-{cfg.head_dir}.json").write_text(json.dumps(asdict(cfg), indent=2, ensure_ascii=False))
     ct2 = load_ct2()
     encoder = load_encoder(ct2).to(cfg.device)
     train, dev = _caches(cfg, encoder)
     tokenizer = Tokenizer.from_dir(cfg.tokenizer_dir)
     tcfg = from_dict(HeadTrainConfig, cfg.training)
     head = CTCHead(HeadConfig(len(tokenizer), **cfg.head))
-    head = train_head(train, dev, tokenizer, tcfg, exp / "head", head)
+    if cfg.init_head:
+        head.load_state_dict(torch.load(cfg.init_head, weights_only=True))
+    head = train_head(train, dev, tokenizer, tcfg, exp / cfg.head_dir, head)
     lm_path = Path(cfg.tokenizer_dir) / LM
     tuned = tune_lm(head, dev, tokenizer, NgramLM.load(lm_path, tokenizer.units), cfg) if lm_path.exists() else {}
     model = WhisperCTC(head.cfg, encoder.dims)
     model.encoder.load_state_dict(encoder.state_dict())
     model.head.load_state_dict(head.state_dict())
     extra = {"pretrained": provenance(), "train_sets": cfg.train, "training": asdict(tcfg),
-             "dev_cer_greedy": json.loads((exp / "head" / "summary.json").read_text()) if (exp / "head" / "summary.json").exists() else None}
+             "init_head": cfg.init_head or None}
     out = save_whisper_dir(cfg.out, model.cpu(), cfg.tokenizer_dir, cfg.name, cfg.first_pass, extra)
     if tuned:
         add_lm(out, lm_path, tuned["weight"], tuned["bonus"], {"tuned_on": tuned["dev_cers"]}, beam=cfg.beam)
