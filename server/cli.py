@@ -40,7 +40,8 @@ def build_recognizer(settings: Settings):
     try:
         rec = Recognizer.from_dir(settings.model, settings.device, decoding, chunk_ms=settings.chunk_ms,
                                   history_ms=settings.history_ms, blank_threshold=settings.blank_threshold,
-                                  precision=command_precision(settings.precision, settings.device),
+                                  precision=command_precision("auto" if settings.precision == "int8" else settings.precision,
+                                                              settings.device),
                                   final_precision=settings.precision)
     except ModelDirError:
         raise
