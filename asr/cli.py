@@ -131,15 +131,33 @@ def cmd_import_wenet(args: argparse.Namespace) -> int:
 
 
 def cmd_lm(args: argparse.Namespace) -> int:
-    """Train a unit n-gram LM on text and put it into a model directory."""
+    """Train a unit n-gram LM on text, or take an ARPA file, and put it into a model directory."""
     import json
 
-    from .checkpoint import add_lm, load_model_dir
+    from .checkpoint import LM, add_lm, load_model_dir, read_config, sha256
     from .data.normalize import normalize_text
     from .lm import NgramCounts, estimate, write_arpa
 
-    bundle = load_model_dir(args.model)
-    tok = bundle.tokenizer
+    if args.arpa is not None:
+        if args.text or args.manifest or args.synth_pool is not None:
+            raise SystemExit("error: give either --arpa or text to train on, not both")
+        if not args.arpa.is_file():
+            raise SystemExit(f"error: {args.arpa} not found")
+        config = read_config(args.model)  # not the whole model: its lm.bin may be missing
+        previous = config.get("lm") or {}
+        same = bool(previous) and config["files"].get(previous.get("file")) == sha256(args.arpa)
+        # The model's own LM again (e.g. to rebuild its binary): keep what is known about it.
+        info = {k: v for k, v in previous.items() if k not in ("file", "binary", "weight", "bonus", "beam")} \
+            if same else {"source": str(args.arpa)}
+        weight = args.weight if args.weight is not None else previous.get("weight", 0.8) if same else 0.8
+        bonus = args.bonus if args.bonus is not None else previous.get("bonus", 2.0) if same else 2.0
+        beam = args.beam if args.beam is not None else previous.get("beam") if same else None
+        out = add_lm(args.model, args.arpa, weight, bonus, info, beam=beam)
+        print(f"{out} and {args.model / 'lm.bin'} ({(args.model / 'lm.bin').stat().st_size / 1e6:.1f} MB); "
+              f"weight {weight}, bonus {bonus}, beam {beam or 'default'}")
+        return 0
+
+    tok = load_model_dir(args.model).tokenizer
     texts: list[str] = []
     for f in args.text or []:
         texts += [line for line in Path(f).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -153,17 +171,20 @@ def cmd_lm(args: argparse.Namespace) -> int:
         texts += [join_segments(x.split("|")) for items in pool["pieces"]["train"].values() for x in items]
     sentences = [p for p in (tok.pieces(normalize_text(t)) for t in texts) if p]
     if not sentences:
-        raise SystemExit("error: no text (give --text, --manifest or --synth-pool)")
+        raise SystemExit("error: no text (give --text, --manifest or --synth-pool, or --arpa)")
     cutoffs = [int(c) for c in args.cutoffs.split(",")] if args.cutoffs else []
     table = estimate(NgramCounts.from_sentences(sentences, args.order), vocab=tok.units, cutoffs=cutoffs)
-    out = Path(args.model) / "lm.arpa.gz"
+    out = Path(args.model) / LM
     write_arpa(table, out)
     info = {"order": args.order, "cutoffs": cutoffs, "sentences": len(sentences), "ngrams": len(table),
             "sources": {"text": [str(f) for f in args.text or []], "manifest": [str(m) for m in args.manifest or []],
                         "synth_pool_seed": args.synth_pool}}
-    add_lm(args.model, out, args.weight, args.bonus, info, beam=args.beam)
+    weight = 0.8 if args.weight is None else args.weight
+    bonus = 2.0 if args.bonus is None else args.bonus
+    add_lm(args.model, out, weight, bonus, info, beam=args.beam)
     print(f"{out}: {len(table)} n-grams of order <= {args.order} from {len(sentences)} sentences "
-          f"({out.stat().st_size / 1e6:.1f} MB); weight {args.weight}, bonus {args.bonus}, beam {args.beam or 'default'}")
+          f"({out.stat().st_size / 1e6:.1f} MB, binary {(args.model / 'lm.bin').stat().st_size / 1e6:.1f} MB); "
+          f"weight {weight}, bonus {bonus}, beam {args.beam or 'default'}")
     return 0
 
 
@@ -198,17 +219,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("lm", help="train a unit n-gram language model into a model directory",
-                       description="Kneser-Ney n-gram over the model's units, written as MODEL/lm.arpa.gz with its "
+                       description="Kneser-Ney n-gram over the model's units (or an existing ARPA file with --arpa), "
+                                   "written as MODEL/lm.arpa.gz and its memory-mapped binary MODEL/lm.bin, with the "
                                    "fusion weights in config.json (used by --lm auto). See docs/models.md.")
     p.add_argument("--model", required=True, type=Path, help="model directory to add the LM to")
+    p.add_argument("--arpa", type=Path, default=None,
+                   help="take this ARPA(.gz) file (KenLM, SRILM, or the model's own lm.arpa.gz to rebuild lm.bin) "
+                        "instead of training one")
     p.add_argument("--text", action="append", type=Path, help="text file, one sentence per line")
     p.add_argument("--manifest", action="append", type=Path, help="JSONL manifest: its `text` fields")
     p.add_argument("--synth-pool", type=int, default=None, metavar="SEED",
                    help="the train split of the synthetic corpus's text pool (tingxie data synth --seed)")
     p.add_argument("--order", type=int, default=3)
     p.add_argument("--cutoffs", default="", help="per order, drop n-grams with a smaller (KN) count, e.g. 1,1,2")
-    p.add_argument("--weight", type=float, default=0.8, help="LM weight (tune it on a dev set)")
-    p.add_argument("--bonus", type=float, default=2.0, help="score bonus per unit (tune it with the weight)")
+    p.add_argument("--weight", type=float, default=None,
+                   help="LM weight (tune it on a dev set; default 0.8, or the model's when --arpa is its own LM)")
+    p.add_argument("--bonus", type=float, default=None, help="score bonus per unit (tune it with the weight; default 2.0)")
     p.add_argument("--beam", type=int, default=None, help="beam size tuned with the LM (default: the decoder's, 10)")
     p.set_defaults(func=cmd_lm)
 

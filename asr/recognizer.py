@@ -23,6 +23,7 @@ from .config import DEFAULT_BEAM, ChunkConfig, DecodingConfig
 from .decoding import Hypothesis, make_decoder
 from .decoding.rescore import rescore as attention_rescore
 from .features import StreamingFbank, StreamingResampler, fbank, resample, to_float32
+from .lm import LMError, NgramLM
 from .model.conformer import PositionTable, TracedBlocks, chunk_window
 from .model.state import EncoderState
 
@@ -187,26 +188,31 @@ class Recognizer:
         self._blocks = TracedBlocks(self.model.encoder) if self.device.type == "cpu" else None
 
     def _load_lm(self, d: DecodingConfig):
-        """(NgramLM or None, weight, bonus, tuned beam or None) for DecodingConfig.lm."""
-        from .lm import LMError, NgramLM  # noqa: PLC0415
-
+        """(NgramLM or None, weight, bonus, tuned beam or None) for DecodingConfig.lm: the
+        model's own (its memory-mapped binary when it has one), or an ARPA or binary file."""
         if d.lm in (None, "none"):
             return None, 0.0, 0.0, None
         shipped = self.bundle.lm
-        if d.lm == "auto":
-            if shipped is None:
-                return None, 0.0, 0.0, None
-            path, weight, bonus, beam = shipped["file"], shipped["weight"], shipped["bonus"], shipped.get("beam")
-        else:
-            path, weight, bonus, beam = Path(d.lm), 0.5, 1.0, None
-            if not path.is_file():
-                raise ValueError(f"language model {path} not found")
-        weight = weight if d.lm_weight is None else d.lm_weight
-        bonus = bonus if d.lm_bonus is None else d.lm_bonus
+        units = self.tokenizer.units
         try:
-            return NgramLM.load(path, self.tokenizer.units), weight, bonus, beam
+            if d.lm == "auto":
+                if shipped is None:
+                    return None, 0.0, 0.0, None
+                weight, bonus, beam = shipped["weight"], shipped["bonus"], shipped.get("beam")
+                if shipped.get("binary") is not None:
+                    lm = NgramLM.open_binary(shipped["binary"], units, shipped["source_sha256"])
+                else:
+                    lm = NgramLM.load(shipped["file"], units)
+            else:
+                path, weight, bonus, beam = Path(d.lm), 0.5, 1.0, None
+                if not path.is_file():
+                    raise ValueError(f"language model {path} not found")
+                lm = NgramLM.load(path, units)
         except LMError as e:
             raise ValueError(str(e)) from e
+        weight = weight if d.lm_weight is None else d.lm_weight
+        bonus = bonus if d.lm_bonus is None else d.lm_bonus
+        return lm, weight, bonus, beam
 
     @property
     def search_method(self) -> str:
