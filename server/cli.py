@@ -16,8 +16,8 @@ __all__ = ["register", "main", "build_recognizer", "build_app"]
 
 DESCRIPTION = (
     "Streaming recognition server: websocket protocol at /v1/stream (docs/protocol.md), "
-    "browser page at /, /healthz and /metrics. Every flag can also be set by its "
-    "TINGXIE_* environment variable."
+    "OpenAI-compatible POST /v1/audio/transcriptions, browser page at /, /healthz and /metrics, "
+    "all on one port. Every flag can also be set by its TINGXIE_* environment variable."
 )
 
 

@@ -7,12 +7,12 @@ verbose_json), `language` (Mandarin only). Errors are JSON in OpenAI's shape:
 `{"error": {"message", "type", "param", "code"}}` with a 4xx status for the client's
 mistakes; internals never reach the client.
 
-Why a second listener: websockets' HTTP parser refuses any request with a body before
-`process_request` sees it, so an upload cannot go through the websocket port. The API
-runs on aiohttp (a mature asyncio HTTP server: streaming multipart, keep-alive,
-chunked uploads, lingering close) on the same event loop, on `--http-port`. Recognition
-runs on one worker thread, never on the loop: the file is decoded, segmented by VAD and
-recognised in length-sorted batches by `asr.batch` (the offline pipeline).
+The API runs on aiohttp (a mature asyncio HTTP server: streaming multipart, keep-alive,
+chunked uploads, lingering close) on the same event loop: by default on the main port,
+where `server.shared_port` hands it the connections for its paths (websockets refuses
+request bodies), or on a port of its own with `--http-port`. Recognition runs on one
+worker thread, never on the loop: the file is decoded, segmented by VAD and recognised
+in length-sorted batches by `asr.batch` (the offline pipeline).
 """
 
 from __future__ import annotations
@@ -93,18 +93,29 @@ class HttpApi:
         self._runner: Any = None
         self.port = 0
 
-    async def start(self) -> None:
+    async def start(self, shared_port: int | None = None) -> None:
+        """Listen on the API's own port, or (shared_port: the main port, already bound)
+        only build the handler that `protocol` gives the main port's API connections."""
         web = _aiohttp()
-        api = web.Application(client_max_size=self.max_upload_bytes + MAX_FIELD_BYTES)
+        middlewares = [] if shared_port is None else [web.middleware(_one_request_per_connection)]
+        api = web.Application(client_max_size=self.max_upload_bytes + MAX_FIELD_BYTES, middlewares=middlewares)
         api.router.add_route("*", TRANSCRIPTIONS_PATH, self._transcriptions)
         api.router.add_route("*", "/v1/models", self._models)
         api.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(api, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.requested_port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        if shared_port is None:
+            site = web.TCPSite(self._runner, self.host, self.requested_port)
+            await site.start()
+            self.port = self._runner.addresses[0][1]
+        else:
+            self.port = shared_port
         log.info("OpenAI-compatible HTTP API on %s:%d%s", self.host, self.port, TRANSCRIPTIONS_PATH)
+
+    def protocol(self) -> Any:
+        """A new aiohttp request handler (an asyncio protocol) for one connection."""
+        assert self._runner is not None and self._runner.server is not None
+        return self._runner.server()
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -308,6 +319,14 @@ class HttpApi:
             body["words"] = [w for s in t.segments for w in _words(s)]
         body["usage"] = usage
         return self._json(body)
+
+
+async def _one_request_per_connection(request: Any, handler: Any) -> Any:
+    """On the main port a connection is routed by its first request; keep-alive would
+    bring the next one (perhaps a websocket upgrade) here too, so each answer closes it."""
+    response = await handler(request)
+    response.force_close()
+    return response
 
 
 def _segment(i: int, s: Segment) -> dict[str, Any]:
