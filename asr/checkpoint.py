@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,14 +34,20 @@ from .model.conformer import CTCModel
 from .model.decoder import AttentionDecoder, build_decoder
 from .tokens import Tokenizer, TokenizerError, read_units
 
-__all__ = ["ModelDirError", "ModelBundle", "save_model_dir", "load_model_dir", "read_config", "add_lm", "FORMAT",
-           "FORMAT_VERSION"]
+__all__ = ["ModelDirError", "ModelBundle", "save_model_dir", "load_model_dir", "read_config", "add_lm",
+           "default_model_dir", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT, FORMAT_VERSION = "tingxie-model", 1
 WEIGHTS, CONFIG, CMVN, UNITS, BPE = "model.safetensors", "config.json", "cmvn.json", "units.txt", "bpe.model"
 DECODER = "decoder.safetensors"
 LM, LM_BINARY = "lm.arpa.gz", "lm.bin"
 _CMVN_KEYS = ("encoder.global_cmvn.mean", "encoder.global_cmvn.istd")
+
+
+def default_model_dir() -> Path:
+    """$TINGXIE_MODEL, else the repository's models/default."""
+    env = os.environ.get("TINGXIE_MODEL")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "models" / "default"
 
 
 class ModelDirError(ValueError):

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 def run_eval(model: Path, manifest: Path, streaming: bool, precision: str,
              history_ms: int = 0, lm: str = "auto") -> tuple[dict, dict[str, str]]:
     """The eval summary and each utterance's hypothesis (by id)."""
-    cmd = [sys.executable, "-m", "asr.cli", "eval", "--model", str(model), "--manifest", str(manifest),
+    cmd = [sys.executable, "-m", "tingxie", "eval", "--model", str(model), "--manifest", str(manifest),
            "--precision", precision, "--verbose", "--lm", lm]
     if streaming:
         cmd += ["--streaming", "--chunk-ms", "640", "--history-ms", str(history_ms)]

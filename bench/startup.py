@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-TINGXIE = [sys.executable, "-m", "asr.cli"]
+TINGXIE = [sys.executable, "-m", "tingxie"]
 
 
 def short_wav(path: Path, seconds: float = 4.0) -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from asr.checkpoint import default_model_dir
 from asr.config import ConfigError, EndpointConfig
 from asr.endpoint import validate_endpoint_config
 
@@ -184,9 +185,7 @@ class Settings:
                 except ValueError as e:
                     raise ConfigError(f"{opt.env}={raw!r}: {e}") from None
         if "model" not in values:
-            from asr.cli import default_model_dir  # noqa: PLC0415 (reads TINGXIE_MODEL itself)
-
-            values["model"] = default_model_dir()
+            values["model"] = default_model_dir()  # reads TINGXIE_MODEL itself
         return cls(**values)
 
     def public(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from asr.batch.inputs import expand_inputs
 from asr.batch.pipeline import BatchOptions, run_local
 from asr.batch.results import Segment
 from asr.batch.vad import VadOptions, segment
-from asr.cli import main
+from tingxie.cli import main
 from asr.features import fbank
 from asr.recognizer import Recognizer
 

@@ -159,7 +159,7 @@ def test_model_directory_lm_and_cli(tmp_path, random_model_dir):
     shutil.copytree(random_model_dir, model)
     lines = ["".join(random.Random(i).choice(HAN[:8]) for _ in range(6)) for i in range(200)]
     (tmp_path / "text.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    out = subprocess.run([sys.executable, "-m", "asr.cli", "lm", "--model", str(model), "--text",
+    out = subprocess.run([sys.executable, "-m", "tingxie", "lm", "--model", str(model), "--text",
                           str(tmp_path / "text.txt"), "--order", "3", "--weight", "0.6", "--bonus", "1.5", "--beam", "7"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -201,7 +201,7 @@ def test_model_directory_lm_and_cli(tmp_path, random_model_dir):
 
     # --arpa with the model's own file rebuilds the binary and keeps what is known about the LM
     (model / "lm.bin").unlink()
-    out = subprocess.run([sys.executable, "-m", "asr.cli", "lm", "--model", str(model), "--arpa",
+    out = subprocess.run([sys.executable, "-m", "tingxie", "lm", "--model", str(model), "--arpa",
                           str(model / "lm.arpa.gz")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert json.loads((model / "config.json").read_text()) == config
@@ -211,7 +211,7 @@ def test_model_directory_lm_and_cli(tmp_path, random_model_dir):
     shutil.copytree(model, stale)
     lines[0] = HAN[9] * 6
     (tmp_path / "text.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    assert subprocess.run([sys.executable, "-m", "asr.cli", "lm", "--model", str(stale), "--text",
+    assert subprocess.run([sys.executable, "-m", "tingxie", "lm", "--model", str(stale), "--text",
                            str(tmp_path / "text.txt")], capture_output=True).returncode == 0
     shutil.copyfile(model / "lm.bin", stale / "lm.bin")
     stale_config = json.loads((stale / "config.json").read_text())

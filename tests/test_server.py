@@ -359,7 +359,7 @@ async def test_health_metrics_and_page(rec):
 
 
 def test_serve_flags_and_environment(tmp_path, random_model_dir):
-    from asr.cli import build_parser
+    from tingxie.cli import build_parser
     from server.cli import OPTIONS
     from server.settings import ConfigError
 

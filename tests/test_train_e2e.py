@@ -73,24 +73,24 @@ def test_training_resumes_and_learns_exactly(trained_model, tiny_corpus):
 def test_cli_transcribe_and_eval_on_trained_model(trained_model, tiny_corpus):
     model_dir, _, _ = trained_model
     wavs = [str(tiny_corpus / f"u{i}.wav") for i in range(len(SENTENCES))]
-    out = subprocess.run([sys.executable, "-m", "asr.cli", "transcribe", "--model", str(model_dir), *wavs],
+    out = subprocess.run([sys.executable, "-m", "tingxie", "transcribe", "--model", str(model_dir), *wavs],
                          capture_output=True, text=True, check=True)
     lines = out.stdout.strip().splitlines()
     assert [line.split("\t")[1] for line in lines] == SENTENCES
-    out = subprocess.run([sys.executable, "-m", "asr.cli", "transcribe", "--json", "--model", str(model_dir), wavs[1]],
+    out = subprocess.run([sys.executable, "-m", "tingxie", "transcribe", "--json", "--model", str(model_dir), wavs[1]],
                          capture_output=True, text=True, check=True)
     result = json.loads(out.stdout)
     assert result["text"] == SENTENCES[1]
     assert [t["text"] for t in result["tokens"]] == list(SENTENCES[1])
     assert all(t["start"] < t["end"] for t in result["tokens"])
-    out = subprocess.run([sys.executable, "-m", "asr.cli", "eval", "--model", str(model_dir), "--streaming",
+    out = subprocess.run([sys.executable, "-m", "tingxie", "eval", "--model", str(model_dir), "--streaming",
                           "--chunk-ms", "160", "--manifest", str(tiny_corpus / "train.jsonl")],
                          capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["cer"] == 0.0
 
 
 def test_cli_reports_bad_model_dir(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "asr.cli", "transcribe", "--model", str(tmp_path), "x.wav"],
+    out = subprocess.run([sys.executable, "-m", "tingxie", "transcribe", "--model", str(tmp_path), "x.wav"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "no config.json" in out.stderr
 

@@ -16,7 +16,7 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 import yaml
 
-from asr import cli
+from tingxie import cli
 from asr.checkpoint import ModelDirError, load_model_dir, save_model_dir
 from asr.config import ChunkConfig, DecoderConfig, DecodingConfig
 from asr.decoding import make_decoder

@@ -1,5 +1,5 @@
 """`tingxie transcribe`: the arguments and the run loop (progress, outputs, resume,
-summary). The model flags (--model, --device, --decoding, --beam) come from asr.cli."""
+summary). The model flags (--model, --device, --decoding, --beam) come from the tingxie command line (tingxie/cli.py)."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace, make_recognizer: Callable[[argparse.Namespace]
         try:
             rec = make_recognizer(args) if args.ray is None else make_recognizer(_on_cpu(args))
         except ModelDirError:
-            raise  # asr.cli reports it (exit 2)
+            raise  # the command line reports it (exit 2)
         except ValueError as e:  # a precision or rescoring the device or model cannot do
             raise ConfigError(str(e)) from e
         items = expand_inputs(args.files)

@@ -1,21 +1,33 @@
-"""`tingxie` command line: transcribe, train, eval, data synth, serve."""
+"""`tingxie` command line: transcribe, train, eval, lm, import-wenet, data synth, serve,
+bench. The top layer: it imports `asr` (recognition) and `server` (serving), which never
+import it."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "default_model_dir"]
+from asr.audio import read_audio
+from asr.batch import cli as batch_cli
+from asr.checkpoint import LM, ModelDirError, add_lm, default_model_dir, load_model_dir, read_config, sha256
+from asr.config import ChunkConfig, ConfigError, DecodingConfig
+from asr.data import synth
+from asr.data.normalize import normalize_text
+from asr.data.text_sources import build_pool, join_segments
+from asr.importers.wenet import import_wenet
+from asr.lm import NgramCounts, estimate, write_arpa
+from asr.metrics import ErrorCounts
+from asr.recognizer import Recognizer, command_precision
+from asr.train.data import read_manifest
+from asr.train.trainer import load_train_config, train
+from server import cli as server_cli
 
+from . import bench
 
-def default_model_dir() -> Path:
-    """$TINGXIE_MODEL, else the repository's models/default."""
-    env = os.environ.get("TINGXIE_MODEL")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "models" / "default"
+__all__ = ["main", "build_parser"]
 
 
 def _decoding_args(p: argparse.ArgumentParser) -> None:
@@ -34,10 +46,6 @@ def _decoding_args(p: argparse.ArgumentParser) -> None:
 
 
 def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None, history_ms: int = 0):
-    from .checkpoint import load_model_dir
-    from .config import ConfigError, DecodingConfig
-    from .recognizer import Recognizer, command_precision
-
     bundle = load_model_dir(args.model or default_model_dir())
     chunk = bundle.streaming_chunk(chunk_ms, history_ms) if chunk_ms else None
     precision = command_precision(getattr(args, "precision", "auto"), args.device)
@@ -50,13 +58,10 @@ def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None, history_m
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from .batch.cli import run  # noqa: PLC0415
-
-    return run(args, _recognizer)
+    return batch_cli.run(args, _recognizer)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train.trainer import load_train_config, train
 
     overrides = {}
     for item in args.set or []:
@@ -68,9 +73,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .audio import read_audio
-    from .metrics import ErrorCounts
-    from .train.data import read_manifest
 
     rec = _recognizer(args, args.chunk_ms if args.streaming else None, args.history_ms)
     # References in spoken form (digits as characters), as the model writes them.
@@ -115,8 +117,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_import_wenet(args: argparse.Namespace) -> int:
-    from .config import ChunkConfig
-    from .importers.wenet import import_wenet
 
     report = import_wenet(
         args.src, args.dst, checkpoint=args.checkpoint, config=args.config, name=args.name,
@@ -132,11 +132,6 @@ def cmd_import_wenet(args: argparse.Namespace) -> int:
 
 def cmd_lm(args: argparse.Namespace) -> int:
     """Train a unit n-gram LM on text, or take an ARPA file, and put it into a model directory."""
-    import json
-
-    from .checkpoint import LM, add_lm, load_model_dir, read_config, sha256
-    from .data.normalize import normalize_text
-    from .lm import NgramCounts, estimate, write_arpa
 
     if args.arpa is not None:
         if args.text or args.manifest or args.synth_pool is not None:
@@ -164,7 +159,6 @@ def cmd_lm(args: argparse.Namespace) -> int:
     for m in args.manifest or []:
         texts += [json.loads(line)["text"] for line in Path(m).read_text(encoding="utf-8").splitlines() if line.strip()]
     if args.synth_pool is not None:
-        from .data.text_sources import build_pool, join_segments  # noqa: PLC0415
 
         pool = build_pool(args.synth_pool, log=lambda *a: None)
         # the train split only: sentences of the synthetic dev and test sets never reach the LM
@@ -192,11 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tingxie", description="Streaming Mandarin speech recognition")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from .batch.cli import add_arguments as transcribe_arguments  # noqa: PLC0415
-
     p = sub.add_parser("transcribe", help="transcribe audio and video files, folders, manifests (batched)",
                        description="Offline batch transcription: docs/batch.md")
-    transcribe_arguments(p)
+    batch_cli.add_arguments(p)
     _decoding_args(p)
     p.set_defaults(func=cmd_transcribe)
 
@@ -251,30 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace DST if it exists")
     p.set_defaults(func=cmd_import_wenet)
 
-    try:
-        from .data import synth
-    except ImportError:
-        synth = None
-    if synth is not None and hasattr(synth, "add_arguments"):
-        data = sub.add_parser("data", help="training data tools")
-        dsub = data.add_subparsers(dest="data_command", required=True)
-        p = dsub.add_parser("synth", help="generate the synthetic training corpus")
-        synth.add_arguments(p)
-        p.set_defaults(func=lambda a: synth.run(a) or 0)
+    data = sub.add_parser("data", help="training data tools")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("synth", help="generate the synthetic training corpus")
+    synth.add_arguments(p)
+    p.set_defaults(func=lambda a: synth.run(a) or 0)
 
-    try:
-        from server import cli as server_cli
-    except ImportError:
-        server_cli = None
-    if server_cli is not None:
-        server_cli.register(sub)
+    server_cli.register(sub)
+    bench.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .checkpoint import ModelDirError
-    from .config import ConfigError
 
     try:
         return int(args.func(args) or 0)
