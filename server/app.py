@@ -199,7 +199,7 @@ class App:
         # What is loaded by now (model, LM, traces: ~200k objects with the default model)
         # lives as long as the process. Frozen, it is out of the cyclic collector's sight:
         # a full collection over it took 90-170 ms, and stalled the loop and the worker
-        # (GIL) under load (docs/benchmarks.md, session 9).
+        # (GIL) under load.
         gc.collect()
         gc.freeze()
         stop = asyncio.Event()

@@ -20,7 +20,7 @@ resolved on submission instead, on the loop's thread: it needs no model work, an
 through the queue would cost it one to two steps. A chunk request's audio is fed to its
 stream (and VAD) when it is submitted, on the loop's thread: the features (fbank) are a
 per-stream cost that no batching shares, and the worker, which is the bottleneck at
-capacity, spent about a fifth of its time on them (docs/benchmarks.md, session 7); the
+capacity, spent about a fifth of its time on them; the
 loop's thread had the time to spare. While the worker runs, new requests queue up, so
 batches grow with load. Each stream has at most one request in flight, so the queue never
 holds more requests than there are streams. A request that waited longer than
