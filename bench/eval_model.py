@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from asr.data.normalize import normalize_text
+from asr.metrics import ErrorCounts
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,9 +47,6 @@ def voice_group(u: dict) -> str:
 
 
 def by_voice(manifest: Path, hyps: dict[str, str]) -> dict[str, float]:
-    from asr.metrics import ErrorCounts
-    from asr.data.normalize import normalize_text
-
     groups: dict[str, ErrorCounts] = {}
     for line in manifest.read_text(encoding="utf-8").splitlines():
         u = json.loads(line)

@@ -40,6 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
+import torch
+
 from .errors import InternalError, Overloaded
 from .session import ChunkRequest, FinalRequest, Request
 
@@ -159,8 +161,6 @@ class Batcher:
 
     def _init_thread(self) -> None:
         if self._threads > 0:
-            import torch  # noqa: PLC0415 (only the worker thread needs it)
-
             self._threads_before = torch.get_num_threads()
             torch.set_num_threads(self._threads)  # process-wide: restored by close()
 
@@ -182,8 +182,6 @@ class Batcher:
             self._executor.shutdown(wait=True)
             self._executor = None
         if self._threads_before:
-            import torch  # noqa: PLC0415
-
             torch.set_num_threads(self._threads_before)
             self._threads_before = 0
 

@@ -29,11 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
+
 from asr.batch.engine import BatchEngine, EngineOptions
-from asr.batch.formats import token_ends, render
+from asr.batch.formats import render, token_ends
 from asr.batch.inputs import InputItem
 from asr.batch.pipeline import BatchOptions, prepare, recognize_prepared
 from asr.batch.results import Segment, Transcript
+
 
 __all__ = ["HttpApi", "ApiError", "TRANSCRIPTIONS_PATH", "RESPONSE_FORMATS"]
 
@@ -51,7 +54,7 @@ class ApiError(Exception):
     """A request refused with an HTTP status and an OpenAI-style error body."""
 
     def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
-                 type: str = "invalid_request_error") -> None:  # noqa: A002 (OpenAI's field name)
+                 type: str = "invalid_request_error") -> None:  # `type`: OpenAI's field name
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type
 
@@ -66,16 +69,6 @@ class _Request:
     model: str
     response_format: str
     granularities: tuple[str, ...]
-
-
-def _aiohttp():
-    try:
-        from aiohttp import web  # noqa: PLC0415 (optional until the HTTP API is enabled)
-    except ImportError as e:
-        from .settings import ConfigError  # noqa: PLC0415
-
-        raise ConfigError("--http-port needs aiohttp: pip install aiohttp") from e
-    return web
 
 
 class HttpApi:
@@ -96,7 +89,6 @@ class HttpApi:
     async def start(self, shared_port: int | None = None) -> None:
         """Listen on the API's own port, or (shared_port: the main port, already bound)
         only build the handler that `protocol` gives the main port's API connections."""
-        web = _aiohttp()
         middlewares = [] if shared_port is None else [web.middleware(_one_request_per_connection)]
         api = web.Application(client_max_size=self.max_upload_bytes + MAX_FIELD_BYTES, middlewares=middlewares)
         api.router.add_route("*", TRANSCRIPTIONS_PATH, self._transcriptions)
@@ -126,7 +118,6 @@ class HttpApi:
     # ------------------------------------------------------------------ handlers
 
     def _json(self, body: Any, status: int = 200, headers: dict[str, str] | None = None):
-        web = _aiohttp()
         return web.Response(status=status, text=json.dumps(body, ensure_ascii=False),
                             content_type="application/json", headers=headers)
 
@@ -180,7 +171,7 @@ class HttpApi:
             return self._respond(transcript, req)
         except ApiError as e:
             return self._error(e)
-        except Exception:  # noqa: BLE001 (internals never reach the client)
+        except Exception:  # internals never reach the client
             log.exception("transcription request failed")
             return self._error(ApiError(500, "The server had an error while processing your request.", None,
                                         type="server_error"))
@@ -301,7 +292,6 @@ class HttpApi:
     # ------------------------------------------------------------------ responses
 
     def _respond(self, t: Transcript, req: _Request):
-        web = _aiohttp()
         fmt = req.response_format
         if fmt == "text":
             return web.Response(text=t.text + "\n", content_type="text/plain", charset="utf-8")

@@ -19,6 +19,7 @@ from asr.batch.inputs import expand_inputs
 from asr.batch.media import load_media
 from asr.batch.pipeline import run_local
 from asr.recognizer import Recognizer
+from server import shared_port
 from server.app import App
 from server.settings import Settings
 
@@ -232,8 +233,6 @@ async def test_api_on_a_port_of_its_own(rec, files):
 
 
 async def test_a_connection_that_sends_nothing_is_dropped_and_others_go_on(rec, files, monkeypatch):
-    from server import shared_port
-
     monkeypatch.setattr(shared_port, "HEAD_TIMEOUT_S", 0.5)
     async with serving(rec) as (app, client):
         reader, writer = await asyncio.open_connection("127.0.0.1", app.port)

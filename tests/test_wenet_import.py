@@ -15,8 +15,8 @@ import pytest
 import torch
 import torchaudio.compliance.kaldi as kaldi
 import yaml
+from websockets.asyncio.client import connect
 
-from tingxie import cli
 from asr.checkpoint import ModelDirError, load_model_dir, save_model_dir
 from asr.config import ChunkConfig, DecoderConfig, DecodingConfig
 from asr.decoding import make_decoder
@@ -24,6 +24,9 @@ from asr.features import StreamingFbank, fbank
 from asr.importers.wenet import WenetImportError, import_wenet, load_cmvn_file
 from asr.model.decoder import build_decoder
 from asr.recognizer import Recognizer
+from server.app import App
+from server.settings import Settings
+from tingxie import cli
 
 from .conftest import random_model, speech_like, units
 
@@ -581,13 +584,6 @@ def test_load_cmvn_file_rejects_garbage(tmp_path):
 async def test_imported_model_serves_like_transcribe(imported, audio):
     """The imported model behind the server on 127.0.0.1: the finals streamed over the
     native protocol (100 ms frames) equal `tingxie transcribe` on the same input."""
-    import json
-
-    from websockets.asyncio.client import connect
-
-    from server.app import App
-    from server.settings import Settings
-
     plain = Recognizer.from_dir(imported, "cpu")
     expected = plain.transcribe(audio, 16000).text
     assert expected

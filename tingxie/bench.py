@@ -36,7 +36,7 @@ from asr.config import DecodingConfig
 from asr.recognizer import Recognizer, cpu_has_native_bf16, default_threads, describe_cpu, resolve_device
 from server.settings import Settings
 
-__all__ = ["register", "run", "Capacity", "capacity"]
+__all__ = ["register", "run", "Capacity"]
 
 LOAD = 0.7  # share of each thread's time the recommended streams may use
 UTTERANCE_S = 4.0  # utterance length assumed for the cost of full final passes
