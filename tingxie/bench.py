@@ -173,16 +173,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"precision: {precision} (no native bf16 on this device)")
     del recs
 
-    # Engine steps for growing batches, until a step takes longer than the chunk period
-    # or the time budget is spent.
+    # Engine steps for growing batches (at least one size), until a step takes longer than
+    # the chunk period or the time budget is spent.
     step_s: dict[int, float] = {}
     n = 8
     print(f"{'streams':>8} {'ms/step':>9} {'ms/stream':>10}   (one step: {chunk_seconds(rec) * 1000:.0f} ms of audio per stream)")
-    while time.perf_counter() - start < args.max_seconds * 0.7:
+    while True:
         streams = _streams(rec, n, history)
         step_s[n] = _time_steps(rec, streams, 3)
         print(f"{n:>8} {step_s[n] * 1000:>9.1f} {step_s[n] * 1000 / n:>10.2f}")
-        if step_s[n] > chunk_seconds(rec) or n >= 1024:
+        if step_s[n] > chunk_seconds(rec) or n >= 1024 or time.perf_counter() - start > args.max_seconds * 0.7:
             break
         n *= 2
 
