@@ -34,7 +34,7 @@ from .batcher import Batcher
 from .connection import SessionDriver
 from .integrations import Integrations
 from .errors import HandshakeRefused, NotFound, ServerBusy, Unauthorized
-from .http_api import HttpApi
+from .http_api import TRANSCRIPTIONS_PATH, HttpApi
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .session import Session, SessionConfig
 from .settings import Settings
@@ -123,6 +123,7 @@ class App:
         s = self.settings
         self.http_api = HttpApi(self, s.host, s.http_port, int(s.max_upload_mb * 1_000_000))
         shared = s.http_port < 0
+        await self.http_api.start(shared)  # before the main port opens: ready for its first connection
         self._server = await serve(
             self._handle,
             s.host,
@@ -145,7 +146,9 @@ class App:
             search += f" beam {getattr(self.rec, 'beam_size', '?')}"
         log.info("listening on %s:%d (model %s; search %s, language model %s)", s.host, self.port, self.model_name,
                  search, "on" if self.rec.lm is not None else "off")
-        await self.http_api.start(self.port if shared else None)
+        if shared:
+            self.http_api.port = self.port
+            log.info("OpenAI-compatible HTTP API on the same port, %s", TRANSCRIPTIONS_PATH)
         await self.integrations.start()
 
     def _warm_up(self) -> None:

@@ -86,23 +86,21 @@ class HttpApi:
         self._runner: Any = None
         self.port = 0
 
-    async def start(self, shared_port: int | None = None) -> None:
-        """Listen on the API's own port, or (shared_port: the main port, already bound)
-        only build the handler that `protocol` gives the main port's API connections."""
-        middlewares = [] if shared_port is None else [web.middleware(_one_request_per_connection)]
+    async def start(self, shared: bool = False) -> None:
+        """Listen on the API's own port, or (shared: on the main port) only build the
+        handler that `protocol` gives the main port's API connections."""
+        middlewares = [web.middleware(_one_request_per_connection)] if shared else []
         api = web.Application(client_max_size=self.max_upload_bytes + MAX_FIELD_BYTES, middlewares=middlewares)
         api.router.add_route("*", TRANSCRIPTIONS_PATH, self._transcriptions)
         api.router.add_route("*", "/v1/models", self._models)
         api.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(api, access_log=None, handle_signals=False)
         await self._runner.setup()
-        if shared_port is None:
+        if not shared:
             site = web.TCPSite(self._runner, self.host, self.requested_port)
             await site.start()
             self.port = self._runner.addresses[0][1]
-        else:
-            self.port = shared_port
-        log.info("OpenAI-compatible HTTP API on %s:%d%s", self.host, self.port, TRANSCRIPTIONS_PATH)
+            log.info("OpenAI-compatible HTTP API on %s:%d%s", self.host, self.port, TRANSCRIPTIONS_PATH)
 
     def protocol(self) -> Any:
         """A new aiohttp request handler (an asyncio protocol) for one connection."""
