@@ -1,13 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    create .venv, install tingxie, serve the default model on :8000
-#   make test   create .venv, install tingxie with test extras, run the test suite
+#   make test   create .venv, install tingxie with test extras, lint, run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 HOST   ?= 0.0.0.0
 PORT   ?= 8000
 
-.PHONY: run test install install-test bench clean
+.PHONY: run test lint install install-test bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,10 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(VENV)/bin/tingxie serve --host $(HOST) --port $(PORT)
 
-test: install-test
+lint: install-test
+	$(VENV)/bin/ruff check .
+
+test: install-test lint
 	$(PY) -m pytest
 
 bench: install-test

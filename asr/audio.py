@@ -9,6 +9,7 @@ from __future__ import annotations
 import wave
 from pathlib import Path
 
+import av
 import numpy as np
 
 __all__ = ["AudioError", "read_audio", "write_wav"]
@@ -38,10 +39,6 @@ def _read_wav(path: Path) -> tuple[np.ndarray, int]:
 
 
 def _read_av(path: Path) -> tuple[np.ndarray, int]:
-    try:
-        import av
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise AudioError(f"{path}: not a PCM WAV file, and PyAV (pip install av) is not installed to decode it") from e
     try:
         with av.open(str(path)) as container:
             streams = container.streams.audio

@@ -9,13 +9,18 @@ A model directory holds:
   bpe.model          sentencepiece model for Latin words (optional)
   decoder.safetensors attention decoder for rescoring (optional; its configuration is
                      the `decoder` section of config.json)
+  lm.arpa.gz         n-gram LM over the units (optional; fusion settings in the `lm` section)
+  lm.bin             the same LM's tables, memory-mapped at load (built by add_lm)
   README.md          model card (optional, not checksummed)
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,17 +29,25 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import ChunkConfig, ConfigError, DecoderConfig, FeatureConfig, ModelConfig, from_dict
+from .lm import NgramLM
 from .model.conformer import CTCModel
 from .model.decoder import AttentionDecoder, build_decoder
-from .tokens import Tokenizer, TokenizerError
+from .tokens import Tokenizer, TokenizerError, read_units
 
-__all__ = ["ModelDirError", "ModelBundle", "save_model_dir", "load_model_dir", "add_lm", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["ModelDirError", "ModelBundle", "save_model_dir", "load_model_dir", "read_config", "add_lm",
+           "default_model_dir", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT, FORMAT_VERSION = "tingxie-model", 1
 WEIGHTS, CONFIG, CMVN, UNITS, BPE = "model.safetensors", "config.json", "cmvn.json", "units.txt", "bpe.model"
 DECODER = "decoder.safetensors"
-LM = "lm.arpa.gz"
+LM, LM_BINARY = "lm.arpa.gz", "lm.bin"
 _CMVN_KEYS = ("encoder.global_cmvn.mean", "encoder.global_cmvn.istd")
+
+
+def default_model_dir() -> Path:
+    """$TINGXIE_MODEL, else the repository's models/default."""
+    env = os.environ.get("TINGXIE_MODEL")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "models" / "default"
 
 
 class ModelDirError(ValueError):
@@ -51,7 +64,9 @@ class ModelBundle:
     path: Path
     extra: dict[str, Any]
     decoder: AttentionDecoder | None = None  # attention decoder for rescoring, if the model has one
-    lm: dict[str, Any] | None = None  # {"file": path, "weight": w, "bonus": b[, "beam": n]}: the shipped n-gram LM
+    # The shipped n-gram LM: {"file": ARPA path, "binary": path or None, "source_sha256": the
+    # ARPA's checksum, "weight": w, "bonus": b[, "beam": n]}
+    lm: dict[str, Any] | None = None
 
     def streaming_chunk(self, chunk_ms: int = 0, history_ms: int = 0) -> ChunkConfig:
         """Streaming chunk and attention history given in milliseconds (0: the model's
@@ -126,9 +141,10 @@ def save_model_dir(
     return out
 
 
-def _read_config(path: Path, model_keys: bool = True) -> dict[str, Any]:
-    """config.json, checked; `model_keys`: also the Conformer-CTC sections (a Whisper-CTC
-    directory has its own, checked by asr.whisper.bundle)."""
+def read_config(path: Path, model_keys: bool = True) -> dict[str, Any]:
+    """A model directory's config.json, its format checked (files are not verified);
+    `model_keys`: also the Conformer-CTC sections (a Whisper-CTC directory has its own,
+    checked by asr.whisper.bundle)."""
     cfg_path = path / CONFIG
     if not path.is_dir():
         raise ModelDirError(f"{path}: not a directory")
@@ -151,7 +167,7 @@ def _read_config(path: Path, model_keys: bool = True) -> dict[str, Any]:
 def load_model_dir(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> ModelBundle:
     """Load and check a model directory; every inconsistency is a ModelDirError naming it."""
     path = Path(path)
-    config = _read_config(path)
+    config = read_config(path)
     for fname, digest in config["files"].items():
         f = path / fname
         if not f.exists():
@@ -209,18 +225,20 @@ def _lm_section(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     beam = lm.get("beam")
     if beam is not None and (not isinstance(beam, int) or isinstance(beam, bool) or beam < 1):
         raise ModelDirError(f"{path / CONFIG}: the lm section's beam must be a positive integer, not {beam!r}")
-    return {**lm, "file": path / fname, "weight": weight, "bonus": bonus}
+    binary = lm.get("binary")
+    if binary is not None and binary not in config["files"]:
+        raise ModelDirError(f"{path}: {CONFIG} names the LM binary {binary} but does not list it")
+    return {**lm, "file": path / fname, "binary": path / binary if binary else None,
+            "source_sha256": config["files"][fname], "weight": weight, "bonus": bonus}
 
 
 def add_lm(model_dir: str | Path, arpa: str | Path, weight: float, bonus: float, info: dict[str, Any] | None = None,
            beam: int | None = None) -> Path:
-    """Put an ARPA(.gz) LM into a model directory as lm.arpa.gz, with its fusion weights,
-    the beam they were tuned with (None: the decoder's default) and checksum in config.json."""
-    import gzip
-    import shutil
-
+    """Put an ARPA(.gz) LM into a model directory as lm.arpa.gz, build its binary (lm.bin)
+    for the model's units, and record both checksums, the fusion weights and the beam they
+    were tuned with (None: the decoder's default) in config.json."""
     path = Path(model_dir)
-    config = _read_config(path, model_keys=False)
+    config = read_config(path, model_keys=False)
     arpa, dst = Path(arpa), path / LM
     if arpa.resolve() != dst.resolve():
         if arpa.suffix == ".gz":
@@ -228,8 +246,13 @@ def add_lm(model_dir: str | Path, arpa: str | Path, weight: float, bonus: float,
         else:
             with open(arpa, "rb") as src, gzip.open(dst, "wb") as out:
                 shutil.copyfileobj(src, out)
-    config["files"][LM] = sha256(dst)
-    config["lm"] = {"file": LM, "weight": weight, "bonus": bonus, **({"beam": beam} if beam else {}), **(info or {})}
+    digest = sha256(dst)
+    units = read_units(path / UNITS)
+    NgramLM.load(dst, units).write_binary(path / LM_BINARY, units, source_sha256=digest)
+    config["files"][LM] = digest
+    config["files"][LM_BINARY] = sha256(path / LM_BINARY)
+    config["lm"] = {"file": LM, "binary": LM_BINARY, "weight": weight, "bonus": bonus,
+                    **({"beam": beam} if beam else {}), **(info or {})}
     (path / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     return dst
 

@@ -49,6 +49,7 @@ class FeatureConfig:
     # muted microphones, telephony comfort gaps) otherwise gives log(0)-floor features
     # far outside anything a model trained with dither has seen, and it stops reading
     # those frames as blank. The floor is a deterministic stand-in for Kaldi's dither 1.0.
+    # Imported WeNet models set 0: their front end is kaldi.fbank with dither 0, exactly.
     noise_floor: float = 1.0
 
     def __post_init__(self) -> None:

@@ -232,7 +232,8 @@ def fbank(audio: torch.Tensor, cfg: FeatureConfig = FeatureConfig()) -> torch.Te
 
     Matches WeNet: Kaldi fbank on int16-scaled samples, povey window, pre-emphasis 0.97,
     DC removal, snip_edges, energy_floor 0, dither 0 at inference; then each value is
-    raised to `cfg.noise_floor`'s (digital silence reads like faint noise).
+    raised to `cfg.noise_floor`'s (digital silence reads like faint noise). With
+    noise_floor 0 the output is `kaldi.fbank`'s, bit for bit.
     """
     audio = to_float32(audio)
     return _fbank_frames(audio, 0, num_frames(audio.numel(), cfg), cfg)

@@ -16,11 +16,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checkpoint import ModelBundle, ModelDirError, load_model_dir, sha256
+from .checkpoint import ModelBundle, ModelDirError, load_model_dir
 from .config import DEFAULT_BEAM, ChunkConfig, DecodingConfig
 from .decoding import Hypothesis, make_decoder
 from .decoding.rescore import rescore as attention_rescore
 from .features import StreamingFbank, StreamingResampler, fbank, resample, to_float32
+from .lm import load_lm
 from .model.conformer import PositionTable, TracedBlocks, chunk_window
 from .model.state import EncoderState
 from .result import Result, Token, build_result, mean_confidence, shifted
@@ -50,6 +51,27 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")  # what decides the speed
+
+
+def describe_cpu() -> str:
+    """The CPU's model, core count and the instruction sets that decide the model's speed,
+    e.g. "AMD EPYC, 2 cores, avx2 avx512f avx512_bf16 (native bf16)"."""
+    name, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == "unknown CPU":
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    found = " ".join(f for f in CPU_FEATURES if f in flags) or "none of " + " ".join(CPU_FEATURES)
+    bf16 = "native bf16" if {"avx512_bf16", "amx_bf16"} & flags else "no native bf16"
+    return f"{name}, {os.cpu_count() or 1} cores, {found} ({bf16})"
 
 
 def default_threads() -> int:
@@ -101,6 +123,47 @@ def matmul_weights_in(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Mo
     return model
 
 
+# Padded fbank frames per full-context model call. On a CPU large batches are slower, not
+# faster: activations (the subsampling convolution's most of all) outgrow the caches,
+# while one utterance already makes matrix products big enough. Measured on the 11 M
+# model (docs/benchmarks.md): 2000-4000 frames best, 40000 half as fast. A GPU wants
+# large batches.
+CPU_BATCH_FRAMES = 4000
+GPU_BATCH_FRAMES = 80_000
+
+
+def batch_limits(device: torch.device) -> tuple[int, int]:
+    """(padded frames, utterances) per full-context model call on `device`."""
+    return (GPU_BATCH_FRAMES, 256) if device.type == "cuda" else (CPU_BATCH_FRAMES, 64)
+
+
+def length_batches(lengths: Sequence[int], max_frames: int, max_batch: int) -> list[list[int]]:
+    """Indices grouped into batches, longest first, each within the padded-frame budget."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        # Sorted descending: the first member is the longest, so the padded size is
+        # len(batch) * lengths[batch[0]].
+        if cur and ((len(cur) + 1) * lengths[cur[0]] > max_frames or len(cur) >= max_batch):
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def precision_name(recognizer: "Recognizer") -> str:
+    """The recognizer's compute precision as a `precision=` value (fp32, bf16, fp16)."""
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[recognizer.compute_dtype]
+
+
+def _same_lm(a: dict | None, b: dict | None) -> bool:
+    """Whether two models' shipped LM sections name the same ARPA file (by checksum)."""
+    return a is not None and b is not None and a["source_sha256"] == b["source_sha256"]
+
+
 class Recognizer:
     """Conformer-CTC recognizer for one model directory."""
 
@@ -148,25 +211,7 @@ class Recognizer:
 
     def _load_lm(self, d: DecodingConfig):
         """(NgramLM or None, weight, bonus, tuned beam or None) for DecodingConfig.lm."""
-        from .lm import LMError, NgramLM  # noqa: PLC0415
-
-        if d.lm in (None, "none"):
-            return None, 0.0, 0.0, None
-        shipped = self.bundle.lm
-        if d.lm == "auto":
-            if shipped is None:
-                return None, 0.0, 0.0, None
-            path, weight, bonus, beam = shipped["file"], shipped["weight"], shipped["bonus"], shipped.get("beam")
-        else:
-            path, weight, bonus, beam = Path(d.lm), 0.5, 1.0, None
-            if not path.is_file():
-                raise ValueError(f"language model {path} not found")
-        weight = weight if d.lm_weight is None else d.lm_weight
-        bonus = bonus if d.lm_bonus is None else d.lm_bonus
-        try:
-            return NgramLM.load(path, self.tokenizer.units), weight, bonus, beam
-        except LMError as e:
-            raise ValueError(str(e)) from e
+        return load_lm(d, self.bundle.lm, self.tokenizer.units)
 
     @property
     def model_path(self) -> Path:
@@ -214,10 +259,8 @@ class Recognizer:
             chunk = bundle.streaming_chunk(chunk_ms, history_ms)
         rec = cls(bundle, dev, decoding, chunk, precision=precision, **kwargs)
         if whisper is not None:
-            same_lm = rec.lm is not None and whisper.lm is not None and bundle.lm is not None and sha256(
-                Path(whisper.lm["file"])) == sha256(Path(bundle.lm["file"]))
-            rec.final = WhisperRecognizer(whisper, dev, decoding, final_precision, cpu_has_native_bf16(),
-                                          lm=rec.lm if same_lm else None)
+            shared = rec.lm if _same_lm(bundle.lm, whisper.lm) else None
+            rec.final = WhisperRecognizer(whisper, dev, decoding, final_precision, cpu_has_native_bf16(), lm=shared)
         return rec
 
     @property
@@ -353,25 +396,79 @@ class Recognizer:
 
     def transcribe_many(self, audios: Sequence[np.ndarray | torch.Tensor], sample_rate: int = 16000) -> list[Result]:
         """`transcribe` for several recordings at once: full-context passes in padded,
-        length-sorted batches (`asr.batch.BatchEngine`); each result is what `transcribe`
+        length-sorted batches (`recognize_features`); each result is what `transcribe`
         gives for its audio, up to float rounding. Recordings longer than
         `max_full_context_s` are decoded one by one, as `transcribe` does them."""
         if self.final is not None:
             return self.final.transcribe_many(audios, sample_rate)
-        from .batch.engine import BatchEngine  # noqa: PLC0415 (asr.batch imports this module)
-
         feats = [self._features(a, sample_rate) for a in audios]
         shift_s = self.features.frame_shift_ms / 1000
         short = [i for i, f in enumerate(feats) if f.size(0) * shift_s <= self.max_full_context_s]
         results: list[Result | None] = [None] * len(feats)
         if short:
             ends = [feats[i].size(0) * shift_s for i in short]
-            for i, r in zip(short, BatchEngine(self).recognize([feats[i] for i in short], [0.0] * len(short), ends)):
+            for i, r in zip(short, self.recognize_features([feats[i] for i in short], [0.0] * len(short), ends)):
                 results[i] = r
         for i, r in enumerate(results):
             if r is None:
                 results[i] = self._transcribe_features(feats[i], self.decoding.rescoring)
         return results  # type: ignore[return-value]
+
+    def recognize_features(
+        self,
+        feats: Sequence[torch.Tensor],
+        t0: Sequence[float],
+        t_end: Sequence[float],
+        max_batch_frames: int = 0,
+        max_batch: int = 0,
+    ) -> list[Result]:
+        """Full-context results for utterances given as features (frames, mel) that
+        start at t0 and end at t_end (seconds; token times are absolute). They run sorted
+        by length in padded batches of at most max_batch_frames padded frames and
+        max_batch utterances (0: `batch_limits` for the device); padding is masked in the
+        encoder, so each result is what the utterance gives alone, up to float rounding."""
+        default_frames, default_batch = batch_limits(self.device)
+        lengths = [int(f.size(0)) for f in feats]
+        results: list[Result | None] = [None] * len(feats)
+        if self.final is not None:  # the final model's passes; features are its log-mel (`full_pass_features`)
+            for batch in length_batches(lengths, max_batch_frames or default_frames, max_batch or default_batch):
+                for i, lp in zip(batch, self.final.logprobs([feats[i] for i in batch])):
+                    results[i] = self.final.search(lp, t0[i], t_end[i])
+            return results  # type: ignore[return-value]
+        todo = [i for i, n in enumerate(lengths) if n >= self.min_frames]
+        for i in set(range(len(feats))) - set(todo):  # too short for one encoder frame
+            results[i] = self._decode_full(torch.zeros(0, self.model.cfg.vocab_size), None, t0[i], t_end[i])
+        batches = length_batches([lengths[i] for i in todo], max_batch_frames or default_frames,
+                                 max_batch or default_batch)
+        for batch in batches:
+            idx = [todo[b] for b in batch]
+            for i, res in zip(idx, self._run_padded([feats[i] for i in idx], [t0[i] for i in idx],
+                                                    [t_end[i] for i in idx])):
+                results[i] = res
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _run_padded(self, feats: list[torch.Tensor], t0: list[float], t_end: list[float]) -> list[Result]:
+        lens = torch.tensor([f.size(0) for f in feats])
+        xs = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
+        rescoring = self.decoding.rescoring
+        with self._autocast():
+            enc, logp, out_lens = self.model.forward_with_encoder(xs, lens.to(self.device))
+        logp = logp.float().cpu()
+        out_lens = out_lens.cpu().tolist()
+        return [
+            self._decode_full(logp[i, :n], enc[i, :n].float() if rescoring else None, t0[i], t_end[i])
+            for i, n in enumerate(out_lens)
+        ]
+
+    def _decode_full(self, logp: torch.Tensor, enc: torch.Tensor | None, t0: float, t_end: float) -> Result:
+        rescoring = self.decoding.rescoring and enc is not None and logp.size(0) > 0
+        decoder = self.new_decoder(rescoring)
+        decoder.advance(logp)
+        nbest = decoder.nbest()
+        if rescoring:
+            nbest = self.rescore(nbest, enc)
+        return self.result(nbest, t0, t_end, rescored=rescoring)
 
     def rescore(
         self, nbest: "Stream | Sequence[Hypothesis]", encoder_out: torch.Tensor | None = None

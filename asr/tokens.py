@@ -10,7 +10,9 @@ pieces 打 开 ▁WI ▁FI 网 络 decode to "打开WI FI网络".
 
 from __future__ import annotations
 
+import io
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -148,8 +150,6 @@ def train_units(
     Units: <blank>, <unk>, the `max_han` most frequent non-Latin characters, the
     sentencepiece pieces, and <sos/eos> last (WeNet's order).
     """
-    from collections import Counter
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     chars: Counter[str] = Counter()
@@ -165,8 +165,6 @@ def train_units(
     pieces: list[str] = []
     bpe_path = out_dir / "bpe.model"
     if words:
-        import io
-
         model = io.BytesIO()
         distinct = len(set("".join(words)))
         spm.SentencePieceTrainer.train(

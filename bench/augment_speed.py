@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from asr.train.augment import NOISE_TYPES, AugmentConfig, Augmenter  # noqa: E402
+from asr.train.augment import NOISE_TYPES, AugmentConfig, Augmenter
 
 SR = 16000
 

@@ -18,18 +18,18 @@ from pathlib import Path
 
 import torch
 
+from asr.audio import read_audio
+from asr.checkpoint import load_model_dir
+from asr.decoding import make_decoder
+from asr.metrics import ErrorCounts
+from asr.recognizer import Recognizer
+from asr.train.data import read_manifest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
-    from asr.audio import read_audio
-    from asr.checkpoint import load_model_dir
-    from asr.decoding import make_decoder
-    from asr.metrics import ErrorCounts
-    from asr.recognizer import Recognizer
-    from asr.train.data import read_manifest
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", type=Path, required=True, help="model directory (architecture, units, weights)")
     p.add_argument("--checkpoint", type=Path, help="trainer checkpoint whose weights replace the directory's")

@@ -33,6 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asr.audio import read_audio
+from asr.config import DecodingConfig
+from asr.decoding import GreedyDecoder, PrefixBeamDecoder
+from asr.metrics import ErrorCounts
+from asr.recognizer import Recognizer
+from asr.train.data import read_manifest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -67,11 +74,6 @@ def load_set(model: Path, manifest: Path, limit: int, cache: Path, precision: st
     """Top-k log-probs of every utterance of the manifest, computed once and cached."""
     path = cache / f"{manifest.stem}-{_key(model, manifest, limit)}.npz"
     if not path.exists():
-        from asr.audio import read_audio
-        from asr.config import DecodingConfig
-        from asr.recognizer import Recognizer
-        from asr.train.data import read_manifest
-
         rec = Recognizer.from_dir(model, "cpu", DecodingConfig(lm="none"), precision=precision)
         arrays: dict[str, np.ndarray] = {}
         meta = []
@@ -167,10 +169,6 @@ def main() -> None:
     p.add_argument("--passes", type=int, default=2, help="1: cold LM caches only; 2: and a warm pass")
     args = p.parse_args()
 
-    from asr.config import DecodingConfig
-    from asr.decoding import GreedyDecoder, PrefixBeamDecoder
-    from asr.metrics import ErrorCounts
-    from asr.recognizer import Recognizer
 
     rec = Recognizer.from_dir(args.model, "cpu", DecodingConfig(lm="auto"))
     vocab, lm, w, bonus = rec.model.cfg.vocab_size, rec.lm, rec.lm_weight, rec.lm_bonus

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from asr.data.normalize import normalize_text
+from asr.metrics import ErrorCounts
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -26,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 def run_eval(model: Path, manifest: Path, streaming: bool, precision: str,
              history_ms: int = 0, lm: str = "auto") -> tuple[dict, dict[str, str]]:
     """The eval summary and each utterance's hypothesis (by id)."""
-    cmd = [sys.executable, "-m", "asr.cli", "eval", "--model", str(model), "--manifest", str(manifest),
+    cmd = [sys.executable, "-m", "tingxie", "eval", "--model", str(model), "--manifest", str(manifest),
            "--precision", precision, "--verbose", "--lm", lm]
     if streaming:
         cmd += ["--streaming", "--chunk-ms", "640", "--history-ms", str(history_ms)]
@@ -50,9 +52,6 @@ def voice_group(u: dict) -> str:
 
 
 def by_voice(manifest: Path, hyps: dict[str, str]) -> dict[str, float]:
-    from asr.metrics import ErrorCounts
-    from asr.data.normalize import normalize_text
-
     groups: dict[str, ErrorCounts] = {}
     for line in manifest.read_text(encoding="utf-8").splitlines():
         u = json.loads(line)

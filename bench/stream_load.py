@@ -47,9 +47,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from asr.audio import read_audio
+from asr.checkpoint import load_model_dir, save_model_dir
+from asr.features import resample, to_float32
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.conftest import random_model, speech_like  # noqa: E402 (tests/ is not installed: found through ROOT)
 
 SENTENCES = [
     "jin1 tian1 tian1 qi4 hen3 hao3 wo3 men5 qu4 gong1 yuan2 san4 bu4 ba5",
@@ -74,11 +81,6 @@ def make_model(out: Path) -> None:
     """Random weights with the shipped model's architecture and unit table (models/default):
     the same compute per step as the trained model, and text in every chunk, so partials
     and finals flow whatever the audio (load tests need no accuracy)."""
-    import shutil as sh
-
-    from asr.checkpoint import load_model_dir, save_model_dir
-    from tests.conftest import random_model
-
     shipped = load_model_dir(ROOT / "models" / "default")
     cfg = shipped.model.cfg
     model = random_model(0, vocab_size=cfg.vocab_size, output_size=cfg.output_size, attention_heads=cfg.attention_heads,
@@ -89,9 +91,9 @@ def make_model(out: Path) -> None:
     tok.mkdir(exist_ok=True)
     for name in ("units.txt", "bpe.model"):
         if (ROOT / "models" / "default" / name).exists():
-            sh.copy(ROOT / "models" / "default" / name, tok / name)
+            shutil.copy(ROOT / "models" / "default" / name, tok / name)
     save_model_dir(out, model, tok, "random-default-architecture", chunk=shipped.chunk)
-    sh.rmtree(tok)
+    shutil.rmtree(tok)
     print(f"wrote {out} ({model.num_parameters() / 1e6:.2f} M parameters, random weights)")
 
 
@@ -109,9 +111,6 @@ def speech_ends(audio: np.ndarray, rate: int = 16000, threshold_db: float = -40.
 def load_audio(wavs: list[Path], seconds: float) -> tuple[np.ndarray, list[np.ndarray], str]:
     """16 kHz int16 audio, at least `seconds` long (files repeated, a pause after each),
     the separate utterances (int16) and their source."""
-    from asr.audio import read_audio
-    from asr.features import resample, to_float32
-
     def as16k(path: Path) -> np.ndarray:
         audio, rate = read_audio(path)
         x = to_float32(audio.mean(axis=0))
@@ -131,8 +130,6 @@ def load_audio(wavs: list[Path], seconds: float) -> tuple[np.ndarray, list[np.nd
         shutil.rmtree(tmp)
         source = f"{len(SENTENCES)} espeak-ng Mandarin sentences"
     else:
-        from tests.conftest import speech_like
-
         parts, source = [speech_like(4.0, seed=i) for i in range(8)], "synthetic harmonic bursts"
 
     def pcm(x: np.ndarray) -> np.ndarray:
@@ -177,8 +174,6 @@ async def send_realtime(ws, audio: np.ndarray, sent_at: list[float]) -> None:
 
 async def client(url: str, audio: np.ndarray, start_delay: float, drain_timeout: float) -> ClientResult:
     ends = speech_ends(audio)
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
 
     res = ClientResult()
     sent_at: list[float] = []  # wall time each frame was sent
@@ -219,8 +214,6 @@ async def client(url: str, audio: np.ndarray, start_delay: float, drain_timeout:
 async def one_utterance(url: str, audio: np.ndarray, res: ClientResult, drain_timeout: float) -> bool:
     """Stream one utterance at real-time pace, send `end`, wait for `done`; record the
     latencies in `res`. True when `done` arrived."""
-    from websockets.asyncio.client import connect
-
     sent_at: list[float] = []
     end_at: float | None = None
     last_final: float | None = None
@@ -262,8 +255,6 @@ async def utterance_client(url: str, utterances: list[np.ndarray], seconds: floa
 
     Final latency here is from sending `end` to the final's arrival: what the server
     adds once the client says the speech is over (no endpoint silence to wait for)."""
-    from websockets.exceptions import ConnectionClosed
-
     res = ClientResult(done=True)
     await asyncio.sleep(start_delay)
     t_stop = time.perf_counter() + seconds

@@ -2,13 +2,16 @@
 one `server.connection.SessionDriver` per websocket, and graceful shutdown.
 
 Routes on one port: `GET /` (browser page) and `/static/*`, `GET /healthz`,
-`GET /metrics`, and the websocket `GET /v1/stream` (protocol: docs/protocol.md).
+`GET /metrics`, the websocket `GET /v1/stream` (protocol: docs/protocol.md), and the
+OpenAI-compatible HTTP API (`server.http_api`, reached through `server.shared_port`;
+on a port of its own with `--http-port`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import gc
 import hmac
 import http
@@ -31,9 +34,11 @@ from .batcher import Batcher
 from .connection import SessionDriver
 from .integrations import Integrations
 from .errors import HandshakeRefused, NotFound, ServerBusy, Unauthorized
+from .http_api import TRANSCRIPTIONS_PATH, HttpApi
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .session import Session, SessionConfig
 from .settings import Settings
+from .shared_port import SharedPortConnection
 
 __all__ = ["App", "STREAM_PATH"]
 
@@ -96,7 +101,7 @@ class App:
         self._server: Server | None = None
         self._port = 0
         self.shutting_down = False
-        self.http_api: Any = None  # server.http_api.HttpApi when settings.http_port >= 0
+        self.http_api: HttpApi | None = None  # the OpenAI-compatible API, on the main port or its own
         self.integrations = Integrations(self)  # call-center and compatibility protocols
 
     # ------------------------------------------------------------------ lifecycle
@@ -116,10 +121,15 @@ class App:
         await self.batcher.run_in_worker(self._warm_up)
         log.debug("warm-up took %.2f s", time.perf_counter() - t0)
         s = self.settings
+        self.http_api = HttpApi(self, s.host, s.http_port, int(s.max_upload_mb * 1_000_000))
+        shared = s.http_port < 0
+        await self.http_api.start(shared)  # before the main port opens: ready for its first connection
         self._server = await serve(
             self._handle,
             s.host,
             s.port,
+            create_connection=functools.partial(SharedPortConnection, http_protocol=self.http_api.protocol)
+            if shared else ServerConnection,
             process_request=self._process_request,
             compression=None,  # audio does not compress; deflate would only cost CPU
             max_size=HARD_FRAME_FACTOR * s.max_frame_bytes,
@@ -136,11 +146,9 @@ class App:
             search += f" beam {getattr(self.rec, 'beam_size', '?')}"
         log.info("listening on %s:%d (model %s; search %s, language model %s)", s.host, self.port, self.model_name,
                  search, "on" if self.rec.lm is not None else "off")
-        if s.http_port >= 0:  # uploads need a body, which websockets refuses: own listener
-            from .http_api import HttpApi  # noqa: PLC0415
-
-            self.http_api = HttpApi(self, s.host, s.http_port, int(s.max_upload_mb * 1_000_000))
-            await self.http_api.start()
+        if shared:
+            self.http_api.port = self.port
+            log.info("OpenAI-compatible HTTP API on the same port, %s", TRANSCRIPTIONS_PATH)
         await self.integrations.start()
 
     def _warm_up(self) -> None:
@@ -194,7 +202,7 @@ class App:
         # What is loaded by now (model, LM, traces: ~200k objects with the default model)
         # lives as long as the process. Frozen, it is out of the cyclic collector's sight:
         # a full collection over it took 90-170 ms, and stalled the loop and the worker
-        # (GIL) under load (docs/benchmarks.md, session 9).
+        # (GIL) under load.
         gc.collect()
         gc.freeze()
         stop = asyncio.Event()

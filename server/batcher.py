@@ -20,7 +20,7 @@ resolved on submission instead, on the loop's thread: it needs no model work, an
 through the queue would cost it one to two steps. A chunk request's audio is fed to its
 stream (and VAD) when it is submitted, on the loop's thread: the features (fbank) are a
 per-stream cost that no batching shares, and the worker, which is the bottleneck at
-capacity, spent about a fifth of its time on them (docs/benchmarks.md, session 7); the
+capacity, spent about a fifth of its time on them; the
 loop's thread had the time to spare. While the worker runs, new requests queue up, so
 batches grow with load. Each stream has at most one request in flight, so the queue never
 holds more requests than there are streams. A request that waited longer than
@@ -39,6 +39,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
+
+import torch
 
 from .errors import InternalError, Overloaded
 from .session import ChunkRequest, FinalRequest, Request
@@ -159,8 +161,6 @@ class Batcher:
 
     def _init_thread(self) -> None:
         if self._threads > 0:
-            import torch  # noqa: PLC0415 (only the worker thread needs it)
-
             self._threads_before = torch.get_num_threads()
             torch.set_num_threads(self._threads)  # process-wide: restored by close()
 
@@ -182,8 +182,6 @@ class Batcher:
             self._executor.shutdown(wait=True)
             self._executor = None
         if self._threads_before:
-            import torch  # noqa: PLC0415
-
             torch.set_num_threads(self._threads_before)
             self._threads_before = 0
 

@@ -10,14 +10,22 @@ import os
 import sys
 from typing import Any, Callable
 
+import torch
+
+from asr.checkpoint import ModelDirError
+from asr.config import DecodingConfig
+from asr.recognizer import Recognizer, command_precision, default_threads, describe_cpu, precision_name
+from asr.vad import EnergyVad, SileroVad, silero_available
+
+from .app import App
 from .settings import OPTIONS, ConfigError, Settings, add_arguments
 
 __all__ = ["register", "main", "build_recognizer", "build_app"]
 
 DESCRIPTION = (
     "Streaming recognition server: websocket protocol at /v1/stream (docs/protocol.md), "
-    "browser page at /, /healthz and /metrics. Every flag can also be set by its "
-    "TINGXIE_* environment variable."
+    "OpenAI-compatible POST /v1/audio/transcriptions, browser page at /, /healthz and /metrics, "
+    "all on one port. Every flag can also be set by its TINGXIE_* environment variable."
 )
 
 
@@ -29,12 +37,6 @@ def register(subparsers: Any) -> None:
 
 
 def build_recognizer(settings: Settings):
-    import torch  # noqa: PLC0415
-
-    from asr.checkpoint import ModelDirError  # noqa: PLC0415
-    from asr.config import DecodingConfig  # noqa: PLC0415
-    from asr.recognizer import Recognizer, command_precision, default_threads  # noqa: PLC0415
-
     torch.set_num_threads(settings.threads or default_threads())
     decoding = DecodingConfig(settings.decoding, settings.beam or None, rescoring=settings.rescoring, lm=settings.lm)
     try:
@@ -54,8 +56,6 @@ def build_recognizer(settings: Settings):
 def vad_factory(settings: Settings) -> Callable[[int], Any] | None:
     if settings.vad == "ctc":
         return None
-    from asr.vad import EnergyVad, SileroVad, silero_available  # noqa: PLC0415
-
     if settings.vad == "energy":
         return EnergyVad
 
@@ -65,8 +65,6 @@ def vad_factory(settings: Settings) -> Callable[[int], Any] | None:
 
 
 def build_app(settings: Settings):
-    from .app import App  # noqa: PLC0415
-
     return App(settings, build_recognizer(settings), new_vad=vad_factory(settings))
 
 
@@ -85,6 +83,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     log = logging.getLogger("tingxie.server")
     log.info("settings: %s", settings.public())
+    rec = app.rec
+    log.info("CPU: %s; model on %s in %s with %d threads (tingxie bench measures this machine's capacity)",
+             describe_cpu(), rec.device, precision_name(rec), torch.get_num_threads())
     if "OMP_WAIT_POLICY" not in os.environ:
         log.warning("OMP_WAIT_POLICY is not set: export OMP_WAIT_POLICY=PASSIVE (see docs/deployment.md)")
     asyncio.run(app.run())
@@ -95,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server", description=DESCRIPTION)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    from asr.checkpoint import ModelDirError  # noqa: PLC0415
-
     try:
         return cmd_serve(args)
     except ModelDirError as e:

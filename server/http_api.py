@@ -7,12 +7,12 @@ verbose_json), `language` (Mandarin only). Errors are JSON in OpenAI's shape:
 `{"error": {"message", "type", "param", "code"}}` with a 4xx status for the client's
 mistakes; internals never reach the client.
 
-Why a second listener: websockets' HTTP parser refuses any request with a body before
-`process_request` sees it, so an upload cannot go through the websocket port. The API
-runs on aiohttp (a mature asyncio HTTP server: streaming multipart, keep-alive,
-chunked uploads, lingering close) on the same event loop, on `--http-port`. Recognition
-runs on one worker thread, never on the loop: the file is decoded, segmented by VAD and
-recognised in length-sorted batches by `asr.batch` (the offline pipeline).
+The API runs on aiohttp (a mature asyncio HTTP server: streaming multipart, keep-alive,
+chunked uploads, lingering close) on the same event loop: by default on the main port,
+where `server.shared_port` hands it the connections for its paths (websockets refuses
+request bodies), or on a port of its own with `--http-port`. Recognition runs on one
+worker thread, never on the loop: the file is decoded, segmented by VAD and recognised
+in length-sorted batches by `asr.batch` (the offline pipeline).
 """
 
 from __future__ import annotations
@@ -29,11 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
+
 from asr.batch.engine import BatchEngine, EngineOptions
-from asr.batch.formats import token_ends, render
+from asr.batch.formats import render, token_ends
 from asr.batch.inputs import InputItem
 from asr.batch.pipeline import BatchOptions, prepare, recognize_prepared
 from asr.batch.results import Segment, Transcript
+
 
 __all__ = ["HttpApi", "ApiError", "TRANSCRIPTIONS_PATH", "RESPONSE_FORMATS"]
 
@@ -51,7 +54,7 @@ class ApiError(Exception):
     """A request refused with an HTTP status and an OpenAI-style error body."""
 
     def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
-                 type: str = "invalid_request_error") -> None:  # noqa: A002 (OpenAI's field name)
+                 type: str = "invalid_request_error") -> None:  # `type`: OpenAI's field name
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type
 
@@ -66,16 +69,6 @@ class _Request:
     model: str
     response_format: str
     granularities: tuple[str, ...]
-
-
-def _aiohttp():
-    try:
-        from aiohttp import web  # noqa: PLC0415 (optional until the HTTP API is enabled)
-    except ImportError as e:
-        from .settings import ConfigError  # noqa: PLC0415
-
-        raise ConfigError("--http-port needs aiohttp: pip install aiohttp") from e
-    return web
 
 
 class HttpApi:
@@ -93,18 +86,26 @@ class HttpApi:
         self._runner: Any = None
         self.port = 0
 
-    async def start(self) -> None:
-        web = _aiohttp()
-        api = web.Application(client_max_size=self.max_upload_bytes + MAX_FIELD_BYTES)
+    async def start(self, shared: bool = False) -> None:
+        """Listen on the API's own port, or (shared: on the main port) only build the
+        handler that `protocol` gives the main port's API connections."""
+        middlewares = [web.middleware(_one_request_per_connection)] if shared else []
+        api = web.Application(client_max_size=self.max_upload_bytes + MAX_FIELD_BYTES, middlewares=middlewares)
         api.router.add_route("*", TRANSCRIPTIONS_PATH, self._transcriptions)
         api.router.add_route("*", "/v1/models", self._models)
         api.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(api, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.requested_port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        log.info("OpenAI-compatible HTTP API on %s:%d%s", self.host, self.port, TRANSCRIPTIONS_PATH)
+        if not shared:
+            site = web.TCPSite(self._runner, self.host, self.requested_port)
+            await site.start()
+            self.port = self._runner.addresses[0][1]
+            log.info("OpenAI-compatible HTTP API on %s:%d%s", self.host, self.port, TRANSCRIPTIONS_PATH)
+
+    def protocol(self) -> Any:
+        """A new aiohttp request handler (an asyncio protocol) for one connection."""
+        assert self._runner is not None and self._runner.server is not None
+        return self._runner.server()
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -115,7 +116,6 @@ class HttpApi:
     # ------------------------------------------------------------------ handlers
 
     def _json(self, body: Any, status: int = 200, headers: dict[str, str] | None = None):
-        web = _aiohttp()
         return web.Response(status=status, text=json.dumps(body, ensure_ascii=False),
                             content_type="application/json", headers=headers)
 
@@ -169,7 +169,7 @@ class HttpApi:
             return self._respond(transcript, req)
         except ApiError as e:
             return self._error(e)
-        except Exception:  # noqa: BLE001 (internals never reach the client)
+        except Exception:  # internals never reach the client
             log.exception("transcription request failed")
             return self._error(ApiError(500, "The server had an error while processing your request.", None,
                                         type="server_error"))
@@ -290,7 +290,6 @@ class HttpApi:
     # ------------------------------------------------------------------ responses
 
     def _respond(self, t: Transcript, req: _Request):
-        web = _aiohttp()
         fmt = req.response_format
         if fmt == "text":
             return web.Response(text=t.text + "\n", content_type="text/plain", charset="utf-8")
@@ -308,6 +307,14 @@ class HttpApi:
             body["words"] = [w for s in t.segments for w in _words(s)]
         body["usage"] = usage
         return self._json(body)
+
+
+async def _one_request_per_connection(request: Any, handler: Any) -> Any:
+    """On the main port a connection is routed by its first request; keep-alive would
+    bring the next one (perhaps a websocket upgrade) here too, so each answer closes it."""
+    response = await handler(request)
+    response.force_close()
+    return response
 
 
 def _segment(i: int, s: Segment) -> dict[str, Any]:

@@ -23,6 +23,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
+from .compat.funasr import handle_funasr
+from .compat.vosk import handle_vosk
+from .compat.wenet import handle_wenet
 from .errors import HandshakeRefused
 from .settings import ConfigError
 from .telephony.audiosocket import FORMATS as AUDIOSOCKET_FORMATS
@@ -61,14 +64,9 @@ def parse_compat(specs: tuple[str, ...]) -> dict[str, int]:
 
 def _compat_handler(name: str) -> Callable[[Any, ServerConnection], Awaitable[None]]:
     if name == "wenet":
-        from .compat.wenet import handle_wenet  # noqa: PLC0415
-
         return handle_wenet
     if name == "funasr":
-        from .compat.funasr import handle_funasr  # noqa: PLC0415
-
         return handle_funasr
-    from .compat.vosk import handle_vosk  # noqa: PLC0415
 
     return handle_vosk
 
@@ -221,7 +219,7 @@ class Integrations:
         self._connections.add(conn)
         try:
             await coro
-        except Exception:  # noqa: BLE001 (a handler bug must not reach the server loop)
+        except Exception:  # a handler bug must not reach the server loop
             log.exception("integration handler failed")
         finally:
             self._connections.discard(conn)

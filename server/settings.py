@@ -9,12 +9,12 @@ docs/deployment.md lists).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from asr.checkpoint import default_model_dir
 from asr.config import ConfigError, EndpointConfig
 from asr.endpoint import validate_endpoint_config
 
@@ -84,7 +84,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("threads", int, "torch threads for the model (0: one per CPU core but one)"),
     Option("shutdown_timeout_s", float, "on SIGTERM, time given to sessions to flush their finals"),
     Option("log_level", str, "logging level", ("debug", "info", "warning", "error")),
-    Option("http_port", int, "TCP port of the OpenAI-compatible HTTP API, POST /v1/audio/transcriptions (-1: off, 0: any free port; needs aiohttp)"),
+    Option("http_port", int, "TCP port of the OpenAI-compatible HTTP API, POST /v1/audio/transcriptions (-1: the main "
+           "port, 0: any free port)"),
     Option("max_upload_mb", float, "largest file the HTTP API accepts, in MB"),
     # Call-center and compatibility protocols (server/integrations.py, docs/integrations.md).
     Option("twilio_roles", str, "roles of the Twilio tracks, e.g. inbound=customer,outbound=agent"),
@@ -148,9 +149,7 @@ class Settings:
         if not 0 <= self.port <= 65535:
             raise ConfigError("port must be 0 to 65535")
         if not -1 <= self.http_port <= 65535 or self.max_upload_mb <= 0:
-            raise ConfigError("http_port must be -1 (off) to 65535, and max_upload_mb positive")
-        if self.http_port >= 0 and importlib.util.find_spec("aiohttp") is None:
-            raise ConfigError("http_port needs aiohttp: pip install aiohttp")
+            raise ConfigError("http_port must be -1 (the main port) to 65535, and max_upload_mb positive")
         for opt in OPTIONS:
             if opt.choices and getattr(self, opt.name) not in opt.choices:
                 raise ConfigError(f"{opt.name} must be one of {', '.join(opt.choices)}")
@@ -186,9 +185,7 @@ class Settings:
                 except ValueError as e:
                     raise ConfigError(f"{opt.env}={raw!r}: {e}") from None
         if "model" not in values:
-            from asr.cli import default_model_dir  # noqa: PLC0415 (reads TINGXIE_MODEL itself)
-
-            values["model"] = default_model_dir()
+            values["model"] = default_model_dir()  # reads TINGXIE_MODEL itself
         return cls(**values)
 
     def public(self) -> dict[str, Any]:

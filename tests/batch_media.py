@@ -11,6 +11,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from asr.features import resample
 
 av = None
 try:
@@ -42,9 +45,7 @@ def has_encoder(codec: str) -> bool:
 def _resample(x: np.ndarray, rate: int, new: int) -> np.ndarray:
     if rate == new:
         return x
-    import torch  # noqa: PLC0415
 
-    from asr.features import resample  # noqa: PLC0415
 
     return np.stack([resample(torch.from_numpy(np.ascontiguousarray(r)), rate, new).numpy() for r in x])
 

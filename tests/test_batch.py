@@ -16,14 +16,16 @@ import pytest
 import torch
 
 from asr.audio import read_audio, write_wav
-from asr.batch.engine import BatchEngine
+from asr.batch.engine import BatchEngine, EngineOptions
 from asr.batch.inputs import expand_inputs
 from asr.batch.pipeline import BatchOptions, run_local
 from asr.batch.results import Segment
 from asr.batch.vad import VadOptions, segment
-from asr.cli import main
 from asr.features import fbank
+from asr.metrics import ErrorCounts
 from asr.recognizer import Recognizer
+from asr.train.data import read_manifest
+from tingxie.cli import main
 
 from .batch_media import encode, video
 from .conftest import speech_like
@@ -74,8 +76,6 @@ def test_engine_equals_transcribe_per_utterance(rec):
 
 
 def test_batches_respect_the_frame_budget(rec):
-    from asr.batch.engine import EngineOptions
-
     engine = BatchEngine(rec, EngineOptions(max_batch_frames=1000, max_batch=3))
     lengths = [100, 900, 300, 250, 120, 80, 60, 500]
     batches = engine.batches(lengths)
@@ -290,8 +290,6 @@ def test_long_form_cer_matches_per_utterance_decoding():
         pytest.skip("needs a trained model in models/default")
     if not LONG.exists():
         pytest.skip(f"shared long-form data not found at {LONG}")
-    from asr.metrics import ErrorCounts
-    from asr.train.data import read_manifest
 
     torch.set_num_threads(1)
     rec = Recognizer.from_dir(model, device="cpu")

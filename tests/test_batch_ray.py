@@ -7,7 +7,7 @@ import json
 import pytest
 
 from asr.audio import write_wav
-from asr.cli import main
+from tingxie.cli import main
 
 from .batch_media import encode
 from .conftest import speech_like

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 
+import numpy as np
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from asr.recognizer import Recognizer
 
@@ -57,8 +58,6 @@ async def test_one_reply_per_message_and_final_result(rec, tmp_path):
 
 
 async def test_endpoint_result_mid_stream(rec, tmp_path):
-    import numpy as np
-
     pcm = speech(tmp_path, TEXTS[2], 8000)
     audio = np.concatenate([pcm, np.zeros(8000 * 2, np.int16), pcm])
     async with running(rec, endpoint_silence_ms=300, blank_threshold=0.3, max_utterance_ms=3000) as app:
@@ -81,8 +80,6 @@ async def test_malformed_text_closes_1011(rec, bad):
 
 
 async def test_compat_port_checks_the_api_key(rec):
-    from websockets.exceptions import InvalidStatus
-
     async with running(rec, compat=("vosk=0",), api_key=("sekret",)) as app:
         port = app.integrations.ports["vosk"]
         with pytest.raises(InvalidStatus) as refused:

@@ -38,7 +38,7 @@ def _read(path):
 
 
 def _manifest(out):
-    return {s: [json.loads(l) for l in (out / f"{s}.jsonl").read_text().splitlines()]
+    return {s: [json.loads(line) for line in (out / f"{s}.jsonl").read_text().splitlines()]
             for s in ("train", "dev", "test")}
 
 

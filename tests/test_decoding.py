@@ -7,6 +7,7 @@ import torch
 
 from asr.decoding import GreedyDecoder, PrefixBeamDecoder
 from asr.decoding.ctc import _logaddexp
+from asr.lm import NgramCounts, NgramLM, estimate
 
 
 def random_logp(frames: int, vocab: int, seed: int, blank_bias: float = 1.5) -> torch.Tensor:
@@ -185,8 +186,6 @@ def peaky_logp(frames: int, vocab: int, seed: int, blank_share: float = 0.7) -> 
 
 
 def toy_lm(vocab: int, seed: int = 0, order: int = 3):
-    from asr.lm import NgramCounts, NgramLM, estimate
-
     rng = np.random.default_rng(seed)
     names = [f"u{i}" for i in range(vocab)]
     sents = [[names[int(i)] for i in rng.integers(1, vocab, rng.integers(1, 9))] for _ in range(400)]

@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from asr.audio import read_audio
 from asr.config import ConfigError, EndpointConfig
 from asr.endpoint import MAX_LENGTH, NO_SPEECH, TRAILING_SILENCE, Endpoint, detect_endpoint, validate_endpoint_config
-from asr.vad import silero_available
+from asr.vad import EnergyVad, SileroVad, silero_available
+
+from .conftest import ESPEAK, espeak
 
 CFG = EndpointConfig()  # 800 ms after speech, 5 s without speech, 20 s maximum
 
@@ -58,11 +61,6 @@ needs_silero = pytest.mark.skipif(not silero_available(), reason="silero-vad is 
 
 @needs_silero
 def test_silero_vad_tracks_trailing_silence(tmp_path):
-    from asr.audio import read_audio
-    from asr.vad import SileroVad
-
-    from .conftest import ESPEAK, espeak
-
     if ESPEAK is None:
         pytest.skip("espeak-ng is not installed")
     audio, rate = read_audio(espeak("jin1 tian1 tian1 qi4 hen3 hao3", tmp_path / "s.wav"))
@@ -88,8 +86,6 @@ def check_vad(vad, speech, rate):
 
 
 def test_energy_vad_tracks_trailing_silence():
-    from asr.vad import EnergyVad
-
     rate = 8000
     vad = EnergyVad(rate, threshold_db=-40.0)
     tone = 0.3 * np.sin(np.arange(rate) * 2 * np.pi * 300 / rate).astype(np.float32)
@@ -104,8 +100,6 @@ def test_energy_vad_tracks_trailing_silence():
 
 def test_silence_is_measured_up_to_any_decoded_time():
     """Detectors run ahead of the decoder; the endpoint asks about the decoded frontier."""
-    from asr.vad import EnergyVad
-
     rate = 16000
     vad = EnergyVad(rate)  # 20 ms frames
     tone = 0.3 * np.sin(np.arange(rate // 2) * 2 * np.pi * 300 / rate).astype(np.float32)

@@ -4,7 +4,8 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 
-from asr.features import StreamingFbank, StreamingResampler, fbank, num_frames, resample, to_float32
+from asr.config import FeatureConfig
+from asr.features import StreamingFbank, StreamingResampler, _kaldi_fbank, fbank, num_frames, resample, to_float32
 
 from .conftest import speech_like
 
@@ -29,9 +30,6 @@ def test_fbank_matches_kaldi_as_wenet_calls_it():
 @pytest.mark.parametrize("bins,length_ms,shift_ms", [(80, 25.0, 10.0), (40, 32.0, 12.5)])
 def test_fbank_block_is_torchaudio_bit_for_bit(bins, length_ms, shift_ms):
     """The block computation builds the window and mel matrix once; values stay torchaudio's."""
-    from asr.config import FeatureConfig
-    from asr.features import _kaldi_fbank
-
     cfg = FeatureConfig(num_mel_bins=bins, frame_length_ms=length_ms, frame_shift_ms=shift_ms)
     for seed, n in [(0, 5000), (1, 613), (2, 16000)]:
         x = torch.from_numpy(speech_like(n / 16000, seed=seed))[:n]
@@ -42,8 +40,6 @@ def test_fbank_block_is_torchaudio_bit_for_bit(bins, length_ms, shift_ms):
 
 
 def test_digital_silence_reads_like_faint_noise():
-    from asr.config import FeatureConfig
-
     silence = torch.zeros(16000)
     raw = fbank(silence, FeatureConfig(noise_floor=0.0))
     assert raw.max() < -15  # log of the floating-point floor: nothing a model has heard

@@ -2,6 +2,9 @@
 
 import torch
 
+from asr.audio import read_audio
+from asr.config import FeatureConfig
+from asr.features import fbank, resample
 from asr.model.layers import subsampled_lengths
 from asr.train.flat_start import IGNORE, speech_frames, uniform_targets
 
@@ -39,10 +42,6 @@ def test_too_little_speech_for_the_transcript_is_ignored():
 
 @needs_espeak
 def test_labels_for_real_speech_keep_the_transcript_order(tmp_path):
-    from asr.audio import read_audio
-    from asr.config import FeatureConfig
-    from asr.features import fbank, resample
-
     wav, rate = read_audio(espeak("请帮我转人工服务", tmp_path / "u.wav"))
     x = resample(torch.from_numpy(wav.mean(axis=0)), rate, 16000)
     feats = fbank(x.float(), FeatureConfig())

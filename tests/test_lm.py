@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import mmap
 import random
 import shutil
 import subprocess
@@ -23,6 +24,12 @@ from asr.recognizer import Recognizer
 from .conftest import HAN, speech_like, units
 
 V = list("abcdefgh")
+
+
+def mapped(array) -> bool:
+    """Whether a numpy array is a view of a memory-mapped file."""
+    base = array.base
+    return isinstance(getattr(base, "obj", base), mmap.mmap)
 
 
 def corpus(n: int = 300, seed: int = 0) -> list[list[str]]:
@@ -82,6 +89,44 @@ def test_bad_arpa_files_are_clear_errors(tmp_path):
         NgramLM.load(tmp_path / "junk.arpa.gz", V)
 
 
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_binary_form_scores_exactly_as_the_arpa_file(tmp_path, order):
+    table = estimate(NgramCounts.from_sentences(corpus(), order), vocab=V, cutoffs=(1, 1, 2, 2)[:order])
+    write_arpa(table, tmp_path / "lm.arpa.gz")
+    arpa = NgramLM.load(tmp_path / "lm.arpa.gz", V)
+    arpa.write_binary(tmp_path / "lm.bin", V, source_sha256="ab" * 32)
+    first = (tmp_path / "lm.bin").read_bytes()
+    arpa.write_binary(tmp_path / "lm.bin", V, source_sha256="ab" * 32)
+    assert (tmp_path / "lm.bin").read_bytes() == first  # deterministic, so its checksum is too
+    for binary in (NgramLM.open_binary(tmp_path / "lm.bin", V, "ab" * 32), NgramLM.load(tmp_path / "lm.bin", V)):
+        assert binary.order == order and binary.base == arpa.base
+        assert mapped(binary._grams[1][0])  # mapped, not read
+        states = [()] + [c for k in range(1, order) for c in itertools.product([*range(6), arpa.bos], repeat=k)]
+        for state in states:
+            assert binary.max_score(state) == arpa.max_score(state)
+            for u in [*range(len(V)), arpa.eos]:
+                assert binary.score(state, u) == arpa.score(state, u)
+
+
+def test_binary_checks_its_source_units_and_integrity(tmp_path):
+    table = estimate(NgramCounts.from_sentences(corpus(), 2), vocab=V)
+    lm = NgramLM.from_table(table, V)
+    lm.write_binary(tmp_path / "lm.bin", V, source_sha256="ab" * 32)
+    with pytest.raises(LMError, match="another ARPA file"):
+        NgramLM.open_binary(tmp_path / "lm.bin", V, source_sha256="cd" * 32)
+    with pytest.raises(LMError, match="another unit table"):
+        NgramLM.open_binary(tmp_path / "lm.bin", list("abcdefgx"))
+    with pytest.raises(LMError, match="built for 8 units"):
+        lm.write_binary(tmp_path / "other.bin", V[:5])
+    data = (tmp_path / "lm.bin").read_bytes()
+    (tmp_path / "cut.bin").write_bytes(data[: len(data) - 100])
+    with pytest.raises(LMError, match="corrupt binary"):
+        NgramLM.open_binary(tmp_path / "cut.bin", V)
+    (tmp_path / "empty.bin").write_bytes(b"")
+    with pytest.raises(LMError, match="cannot map"):
+        NgramLM.open_binary(tmp_path / "empty.bin", V)
+
+
 def homophone_logprobs(n_units: int, x: int, y: int, first: int) -> torch.Tensor:
     """CTC posteriors for `first` then a unit the acoustics hear as x (0.55) or y (0.45)."""
     frames = []
@@ -114,17 +159,26 @@ def test_model_directory_lm_and_cli(tmp_path, random_model_dir):
     shutil.copytree(random_model_dir, model)
     lines = ["".join(random.Random(i).choice(HAN[:8]) for _ in range(6)) for i in range(200)]
     (tmp_path / "text.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    out = subprocess.run([sys.executable, "-m", "asr.cli", "lm", "--model", str(model), "--text",
+    out = subprocess.run([sys.executable, "-m", "tingxie", "lm", "--model", str(model), "--text",
                           str(tmp_path / "text.txt"), "--order", "3", "--weight", "0.6", "--bonus", "1.5", "--beam", "7"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     bundle = load_model_dir(model)
     assert bundle.lm["weight"] == 0.6 and bundle.lm["bonus"] == 1.5 and bundle.lm["file"].name == "lm.arpa.gz"
-    assert json.loads((model / "config.json").read_text())["lm"]["sentences"] == 200
+    assert bundle.lm["binary"].name == "lm.bin"
+    config = json.loads((model / "config.json").read_text())
+    assert config["lm"]["sentences"] == 200 and "lm.bin" in config["files"]
 
     audio = speech_like(2.0)
     auto = Recognizer(bundle, "cpu", DecodingConfig(lm="auto"), precision="fp32")
     assert auto.lm is not None and auto.search_method == "prefix_beam"
+    assert mapped(auto.lm._grams[1][0])  # the binary, not the ARPA file
+    from_arpa = Recognizer(bundle, "cpu", DecodingConfig(lm=str(model / "lm.arpa.gz")), precision="fp32")
+    assert not mapped(from_arpa.lm._grams[1][0])
+    for name in ("lm.bin", "lm.arpa.gz"):  # --lm FILE takes either form
+        other = Recognizer(bundle, "cpu", DecodingConfig(lm=str(model / name), lm_weight=0.6, lm_bonus=1.5,
+                                                         beam_size=7), precision="fp32")
+        assert other.transcribe(audio).nbest == auto.transcribe(audio).nbest
     assert auto.transcribe(audio).options == {"decoding": "prefix_beam", "chunk_size": auto.chunk.chunk_size,
                                               "beam_size": 7, "lm_weight": 0.6, "lm_bonus": 1.5}
     off = Recognizer(bundle, "cpu", DecodingConfig(lm="none"), precision="fp32")
@@ -145,9 +199,33 @@ def test_model_directory_lm_and_cli(tmp_path, random_model_dir):
             load_model_dir(model)
     (model / "config.json").write_text(json.dumps(config))
 
-    (model / "lm.arpa.gz").write_bytes(b"changed")
-    with pytest.raises(ModelDirError, match="checksum mismatch for lm.arpa.gz"):
-        load_model_dir(model)
+    # --arpa with the model's own file rebuilds the binary and keeps what is known about the LM
+    (model / "lm.bin").unlink()
+    out = subprocess.run([sys.executable, "-m", "tingxie", "lm", "--model", str(model), "--arpa",
+                          str(model / "lm.arpa.gz")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((model / "config.json").read_text()) == config
+
+    # A binary built from another ARPA file is refused, though its own checksum is right.
+    stale = tmp_path / "stale"
+    shutil.copytree(model, stale)
+    lines[0] = HAN[9] * 6
+    (tmp_path / "text.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert subprocess.run([sys.executable, "-m", "tingxie", "lm", "--model", str(stale), "--text",
+                           str(tmp_path / "text.txt")], capture_output=True).returncode == 0
+    shutil.copyfile(model / "lm.bin", stale / "lm.bin")
+    stale_config = json.loads((stale / "config.json").read_text())
+    stale_config["files"]["lm.bin"] = config["files"]["lm.bin"]
+    (stale / "config.json").write_text(json.dumps(stale_config))
+    with pytest.raises(ValueError, match="built from another ARPA file"):
+        Recognizer(load_model_dir(stale), "cpu", DecodingConfig(lm="auto"))
+
+    for name in ("lm.arpa.gz", "lm.bin"):
+        saved = (model / name).read_bytes()
+        (model / name).write_bytes(b"changed")
+        with pytest.raises(ModelDirError, match=f"checksum mismatch for {name}"):
+            load_model_dir(model)
+        (model / name).write_bytes(saved)
 
 
 def test_add_lm_needs_a_model_directory(tmp_path):

@@ -6,6 +6,7 @@ import torch
 
 from asr.config import ConfigError, ModelConfig
 from asr.model.conformer import CTCModel, PositionTable, TracedBlocks, chunk_mask, chunk_window
+from asr.model.layers import Dropout
 from asr.model.state import EncoderState
 
 from .conftest import random_model
@@ -222,8 +223,6 @@ def test_config_errors_are_clear():
 
 
 def test_pool_dropout_drops_at_rate_keeps_expectation_and_varies():
-    from asr.model.layers import Dropout
-
     drop = Dropout(0.1).train()
     Dropout._pools.clear()  # as in a fresh process
     torch.manual_seed(3)

@@ -2,7 +2,7 @@ import pytest
 
 pytest.importorskip("cn2an", reason="cn2an not installed (pip install -r asr/data/requirements.txt)")
 
-from asr.data.normalize import normalize_text  # noqa: E402
+from asr.data.normalize import normalize_text
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,14 @@ import urllib.request
 
 import numpy as np
 import pytest
+import websockets
 
 from asr.audio import write_wav
 from asr.batch.inputs import expand_inputs
 from asr.batch.media import load_media
 from asr.batch.pipeline import run_local
 from asr.recognizer import Recognizer
+from server import shared_port
 from server.app import App
 from server.settings import Settings
 
@@ -49,7 +51,9 @@ def files(tmp_path_factory):
 
 @contextlib.asynccontextmanager
 async def serving(rec, **overrides):
-    kw = dict(model=".", host="127.0.0.1", port=0, http_port=0, shutdown_timeout_s=5.0)
+    """The server as `make run` starts it (the API on the main port unless overridden),
+    and an `openai` client pointed at the API."""
+    kw = dict(model=".", host="127.0.0.1", port=0, shutdown_timeout_s=5.0)
     kw.update(overrides)
     app = App(Settings(**kw), rec)
     await app.start()
@@ -178,6 +182,73 @@ async def test_api_key(rec, files):
         assert isinstance(r.text, str)
 
 
-def test_http_port_off_by_default(rec):
-    assert Settings(model=".").http_port == -1
-    assert np.isclose(Settings(model=".").max_upload_mb, 25.0)
+async def test_one_port_serves_the_api_the_stream_and_the_routes(rec, files):
+    """One port, as `make run` opens it: the openai client, a websocket session, /healthz,
+    /metrics and the page, each connection routed by its first request."""
+    assert Settings(model=".").http_port == -1 and np.isclose(Settings(model=".").max_upload_mb, 25.0)
+    async with serving(rec) as (app, client):
+        assert app.http_api.port == app.port
+        base = f"http://127.0.0.1:{app.port}"
+        samples = load_media(files / "short.wav").samples[0]
+        pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+        async def stream() -> str:
+            async with websockets.connect(f"ws://127.0.0.1:{app.port}/v1/stream") as ws:
+                await ws.send(json.dumps({"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}))
+                for i in range(0, len(pcm), 6400):
+                    await ws.send(pcm[i : i + 6400])
+                await ws.send(json.dumps({"type": "end"}))
+                finals = []
+                async for message in ws:
+                    m = json.loads(message)
+                    if m["type"] == "final":
+                        finals.append(m["text"])
+                    if m["type"] == "done":
+                        return "".join(finals)
+            raise AssertionError("no done message")
+
+        # Uploads and a websocket session at the same time, on the same port.
+        uploads = [client.audio.transcriptions.create(model="whisper-1", file=files / "short.wav") for _ in range(3)]
+        streamed, *results = await asyncio.gather(stream(), *uploads)
+        assert {r.text for r in results} == {expected(rec, files / "short.wav").text}
+        assert isinstance(streamed, str)
+        for path, kind in (("/healthz", "application/json"), ("/metrics", "text/plain"), ("/", "text/html")):
+            status, body, ctype = await asyncio.to_thread(_get, base + path)
+            assert status == 200 and ctype.startswith(kind), (path, status, ctype)
+            if path == "/healthz":
+                assert json.loads(body)["status"] == "ok"
+        assert [m.id for m in (await client.models.list()).data] == [app.model_name]
+        # The API's errors and websockets' 404 both answer on the main port.
+        status, body = await asyncio.to_thread(_raw, f"{base}/v1/audio/transcriptions")
+        assert status == 405 and json.loads(body)["error"]["code"] == "method_not_allowed"
+        status, _, _ = await asyncio.to_thread(_get, base + "/nowhere")
+        assert status == 404
+
+
+async def test_api_on_a_port_of_its_own(rec, files):
+    async with serving(rec, http_port=0) as (app, client):
+        assert app.http_api.port != app.port
+        r = await client.audio.transcriptions.create(model="whisper-1", file=files / "short.wav")
+        assert r.text == expected(rec, files / "short.wav").text
+
+
+async def test_a_connection_that_sends_nothing_is_dropped_and_others_go_on(rec, files, monkeypatch):
+    monkeypatch.setattr(shared_port, "HEAD_TIMEOUT_S", 0.5)
+    async with serving(rec) as (app, client):
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.port)
+        half, half_w = await asyncio.open_connection("127.0.0.1", app.port)
+        half_w.write(b"POST /v1/audio/transcr")  # an unfinished request line
+        r = await client.audio.transcriptions.create(model="whisper-1", file=files / "short.wav")
+        assert r.text == expected(rec, files / "short.wav").text
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        assert await asyncio.wait_for(half.read(), 5) == b""
+        writer.close()
+        half_w.close()
+
+
+def _get(url: str) -> tuple[int, bytes, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read(), r.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers.get("Content-Type", "")

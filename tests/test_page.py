@@ -22,9 +22,11 @@ import numpy as np
 import pytest
 import torch
 
+from asr.audio import read_audio
 from asr.checkpoint import save_model_dir
 from asr.config import ChunkConfig, ModelConfig
 from asr.features import fbank
+from asr.metrics import ErrorCounts
 from asr.model.conformer import CTCModel
 from asr.recognizer import Recognizer
 from asr.tokens import write_units
@@ -206,9 +208,6 @@ SPOKEN = ["请帮我转人工服务", "今天天气很好", "我的订单还没�
 async def test_page_transcribes_mandarin_with_the_shipped_model(tmp_path):
     """Mandarin (espeak-ng, three sentences with pauses) through Chromium's microphone, the
     page and the server's default settings, recognised by models/default."""
-    from asr.audio import read_audio
-    from asr.metrics import ErrorCounts
-
     model = Path(__file__).resolve().parents[1] / "models" / "default"
     pieces = []
     for k, text in enumerate(SPOKEN):

@@ -2,8 +2,11 @@ import numpy as np
 import pytest
 import torch
 
+import asr.recognizer
+from asr.checkpoint import load_model_dir
 from asr.config import ChunkConfig, DecodingConfig
 from asr.features import fbank
+from asr.model.state import EncoderState
 from asr.recognizer import Recognizer
 
 from .conftest import speech_like
@@ -233,10 +236,6 @@ def test_bf16_weights_stored_once_give_what_autocast_gives(random_model_dir, mon
     per model call, half the cache traffic) and computes exactly what autocast over fp32
     weights and caches computes; the bundle's fp32 model is left as it was, so another
     recognizer on the same bundle still runs in fp32."""
-    import asr.recognizer
-    from asr.checkpoint import load_model_dir
-    from asr.model.state import EncoderState
-
     bundle = load_model_dir(random_model_dir)
     bf16 = Recognizer(bundle, "cpu", precision="bf16")
     fp32 = Recognizer(bundle, "cpu", precision="fp32")
@@ -291,8 +290,6 @@ def test_deferred_search_gives_the_same_partials_and_finals(random_model_dir, me
 
 
 def test_position_table_grows_by_doubling_and_stops_at_its_limit(rec):
-    from asr.model.state import EncoderState
-
     def state_at(offset):
         st = EncoderState.initial(rec.model.cfg)
         return EncoderState(st.att_cache, st.att_len, st.cnn_cache, torch.tensor([offset]))

@@ -10,21 +10,34 @@ deterministic garbage, which is all equality needs).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 
 import numpy as np
-import torch
 import pytest
+import torch
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from asr import g711
-from asr.recognizer import Recognizer
+from asr.config import ChunkConfig
+from asr.recognizer import Recognizer, cpu_has_native_bf16
+from server import batcher
 from server.app import App
-from server.settings import Settings
+from server.batcher import Batcher
+from server.cli import OPTIONS, build_recognizer, vad_factory
+from server.session import ChunkRequest, FinalRequest
+from server.settings import ConfigError, Settings
+from tingxie.cli import build_parser
 
 # `running`: a server on 127.0.0.1 with long endpoint times (one utterance per test
 # stream, so its final equals transcribe()) and one model thread.
@@ -32,11 +45,8 @@ from .callhelpers import ONE_UTTERANCE, read_all, running
 from .conftest import speech_like
 
 
-
 @pytest.fixture(scope="module")
 def rec(random_model_dir):
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small models and batches: a second thread only adds overhead here
     yield Recognizer.from_dir(random_model_dir, device="cpu")
@@ -270,10 +280,6 @@ async def test_run_freezes_what_startup_loaded_and_stops_on_sigterm(rec):
     """`App.run` (what `tingxie serve` runs) freezes the objects loaded by startup out of the
     cyclic collector (a full collection over the model and LM stalled the loop and the
     model's thread), serves, and shuts down gracefully on SIGTERM."""
-    import gc
-    import os
-    import signal
-
     app = App(Settings(model=".", host="127.0.0.1", port=0, threads=1, final_pass="stream", **ONE_UTTERANCE), rec)
     gc.unfreeze()
     task = asyncio.create_task(app.run())
@@ -359,10 +365,6 @@ async def test_health_metrics_and_page(rec):
 
 
 def test_serve_flags_and_environment(tmp_path, random_model_dir):
-    from asr.cli import build_parser
-    from server.cli import OPTIONS
-    from server.settings import ConfigError
-
     args = build_parser().parse_args(["serve", "--port", "9000", "--api-key", "a", "--api-key", "b", "--max-batch", "4"])
     flags = {o.name: getattr(args, o.name) for o in OPTIONS}
     env = {"TINGXIE_PORT": "1234", "TINGXIE_HOST": "127.0.0.1", "TINGXIE_MODEL": str(random_model_dir),
@@ -386,9 +388,6 @@ def test_serve_flags_and_environment(tmp_path, random_model_dir):
 async def test_final_passes_do_not_stall_the_streams():
     """A burst of utterance ends is spread over batches (about one step's time each), and
     chunk requests queued behind it still run in the first batch."""
-    from server.batcher import Batcher
-    from server.session import ChunkRequest, FinalRequest
-
     class Rec:
         def step(self, streams):
             time.sleep(0.01)
@@ -421,11 +420,6 @@ async def test_streaming_finals_resolve_on_submission():
     """A final that is the streaming result (no full pass asked for, or final pass auto with
     no spare capacity) needs no model work: it resolves on submission, not after the batch
     in progress. A rescoring stream's final still runs on the model's thread."""
-    import threading
-
-    from server.batcher import Batcher
-    from server.session import ChunkRequest, FinalRequest
-
     release = threading.Event()
 
     class Rec:
@@ -475,14 +469,8 @@ async def test_streaming_finals_resolve_on_submission():
 async def test_final_passes_run_batched_and_equal_transcribe(random_model_dir, monkeypatch):
     """Once the engine has measured a final pass, the passes of an utterance burst run
     together (Recognizer.transcribe_many), each giving what transcribe gives."""
-    from asr.recognizer import Recognizer
-    from server import batcher
-    from server.batcher import Batcher
-
     monkeypatch.setattr(batcher, "MIN_FINAL_BUDGET_S", 30.0)  # time per batch: not what is tested
-    from server.session import FinalRequest
 
-    from .conftest import speech_like
 
     rec = Recognizer.from_dir(random_model_dir, device="cpu")
     audios = [speech_like(0.6 + 0.1 * i, seed=40 + i) for i in range(10)]
@@ -503,12 +491,6 @@ async def test_auto_final_pass_gives_way_to_the_streaming_result_when_late(rando
     """final_pass auto: a final pass that waited past final_pass_max_wait_ms, or that
     comes while the worker has no spare capacity, is replaced by the stream's own result;
     one on time on an idle engine is the full-context pass."""
-    from asr.recognizer import Recognizer
-    from server.batcher import Batcher
-    from server.session import FinalRequest
-
-    from .conftest import speech_like
-
     rec = Recognizer.from_dir(random_model_dir, device="cpu")
     audio = speech_like(1.5, seed=50)
 
@@ -534,11 +516,6 @@ async def test_auto_final_pass_gives_way_to_the_streaming_result_when_late(rando
 
 
 def test_build_recognizer_from_settings(random_model_dir):
-    from asr.config import ChunkConfig
-    from asr.recognizer import cpu_has_native_bf16
-    from server.cli import build_recognizer, vad_factory
-    from server.settings import ConfigError
-
     rec = build_recognizer(Settings(model=random_model_dir, chunk_ms=320, history_ms=1280, threads=1, vad="energy"))
     assert rec.chunk == ChunkConfig(8, 4) and rec.blank_threshold == 0.8
     auto = build_recognizer(Settings(model=random_model_dir, threads=1))
@@ -554,12 +531,6 @@ def test_build_recognizer_from_settings(random_model_dir):
 async def test_serve_process_stops_gracefully_on_sigterm(random_model_dir, rec):
     """`python -m server` configured by environment: SIGTERM flushes the open session's
     finals (close 1001) and the process exits 0."""
-    import os
-    import re
-    import signal
-    import subprocess
-    import sys
-
     env = {**os.environ, "TINGXIE_MODEL": str(random_model_dir), "TINGXIE_HOST": "127.0.0.1", "TINGXIE_PORT": "0",
            "TINGXIE_THREADS": "1", "TINGXIE_PRECISION": "fp32", "TINGXIE_ENDPOINT_SILENCE_MS": "60000", "TINGXIE_NO_SPEECH_MS": "60000",
            "TINGXIE_MAX_UTTERANCE_MS": "60000"}

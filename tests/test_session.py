@@ -20,7 +20,8 @@ import torch
 from asr import g711
 from asr.config import EndpointConfig
 from asr.recognizer import Recognizer
-from server.batcher import Batcher
+from asr.vad import EnergyVad
+from server.batcher import DEFERRED, Batcher, _feed
 from server.errors import CLOSE_GOING_AWAY, FrameTooLarge, ProtocolError, to_error
 from server.protocol import Done, Final, Partial, Ready
 from server.session import ChunkRequest, FinalRequest, Session, SessionConfig
@@ -131,8 +132,6 @@ def make(config=None, query=None, rec=None, final_pass="stream", endpoint=Endpoi
 def work(engine: Batcher, reqs: list) -> tuple[list, object]:
     """One engine run over `reqs`: audio fed as `Batcher.submit` feeds it, then `_work`;
     a request whose audio could not be fed gets that error as its outcome."""
-    from server.batcher import _feed
-
     errors = {i: _feed(r) for i, r in enumerate(reqs) if isinstance(r, ChunkRequest)}
     ok = [r for i, r in enumerate(reqs) if errors.get(i) is None]
     outcomes, stats = engine._work(ok)
@@ -143,8 +142,6 @@ def work(engine: Batcher, reqs: list) -> tuple[list, object]:
 def drain(session: Session, engine: Batcher) -> list:
     """Run every request the session produces until it waits for input; return messages.
     Final passes the engine defers to a later batch (its time budget) run in the next."""
-    from server.batcher import DEFERRED
-
     reqs = session.take_requests()
     while reqs:
         outcomes, _ = work(engine, reqs)
@@ -507,8 +504,6 @@ def test_real_model_endpoints_keep_absolute_times(rec):
 
 
 def test_a_voice_activity_detector_can_drive_the_endpoints():
-    from asr.vad import EnergyVad
-
     class NoBlanks(FakeStream):
         trailing_blank_s = 0.0  # the CTC statistics never see silence
 
@@ -527,8 +522,6 @@ def test_detector_silence_counts_only_within_the_utterance():
     """After an endpoint the silence goes on; a model that emits text in silence must not
     then get an endpoint after every chunk (the blank count restarts with the utterance,
     and so does the detector's silence)."""
-    from asr.vad import EnergyVad
-
     class Hallucinating(FakeStream):
         def step(self):
             super().step()

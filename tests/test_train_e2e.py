@@ -6,10 +6,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from asr.audio import read_audio
+from asr.checkpoint import load_model_dir
+from asr.config import ConfigError
 from asr.recognizer import Recognizer
-from asr.train.trainer import TrainConfig, train
+from asr.train.pinyin_aux import PinyinUnits
+from asr.train.trainer import TrainConfig, _lr_factor, resolve_device, train
 
 from .conftest import espeak, needs_espeak
 
@@ -73,24 +77,24 @@ def test_training_resumes_and_learns_exactly(trained_model, tiny_corpus):
 def test_cli_transcribe_and_eval_on_trained_model(trained_model, tiny_corpus):
     model_dir, _, _ = trained_model
     wavs = [str(tiny_corpus / f"u{i}.wav") for i in range(len(SENTENCES))]
-    out = subprocess.run([sys.executable, "-m", "asr.cli", "transcribe", "--model", str(model_dir), *wavs],
+    out = subprocess.run([sys.executable, "-m", "tingxie", "transcribe", "--model", str(model_dir), *wavs],
                          capture_output=True, text=True, check=True)
     lines = out.stdout.strip().splitlines()
     assert [line.split("\t")[1] for line in lines] == SENTENCES
-    out = subprocess.run([sys.executable, "-m", "asr.cli", "transcribe", "--json", "--model", str(model_dir), wavs[1]],
+    out = subprocess.run([sys.executable, "-m", "tingxie", "transcribe", "--json", "--model", str(model_dir), wavs[1]],
                          capture_output=True, text=True, check=True)
     result = json.loads(out.stdout)
     assert result["text"] == SENTENCES[1]
     assert [t["text"] for t in result["tokens"]] == list(SENTENCES[1])
     assert all(t["start"] < t["end"] for t in result["tokens"])
-    out = subprocess.run([sys.executable, "-m", "asr.cli", "eval", "--model", str(model_dir), "--streaming",
+    out = subprocess.run([sys.executable, "-m", "tingxie", "eval", "--model", str(model_dir), "--streaming",
                           "--chunk-ms", "160", "--manifest", str(tiny_corpus / "train.jsonl")],
                          capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["cer"] == 0.0
 
 
 def test_cli_reports_bad_model_dir(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "asr.cli", "transcribe", "--model", str(tmp_path), "x.wav"],
+    out = subprocess.run([sys.executable, "-m", "tingxie", "transcribe", "--model", str(tmp_path), "x.wav"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "no config.json" in out.stderr
 
@@ -114,8 +118,6 @@ def test_export_picks_the_checkpoint_average_with_the_lowest_dev_cer(trained_mod
 
 
 def test_pinyin_units_encode_han_syllables_and_skip_other_text(tmp_path):
-    from asr.train.pinyin_aux import PinyinUnits
-
     table = PinyinUnits.load_or_build(tmp_path / "units.txt", ["今天天气很好", "谢谢再见 ok"])
     assert table.units[:2] == ["<blank>", "<unk>"] and "tian" in table.units and "ok" not in table.units
     ids = table.encode("天气 abc 好")
@@ -127,10 +129,6 @@ def test_pinyin_units_encode_han_syllables_and_skip_other_text(tmp_path):
 
 @needs_espeak
 def test_auxiliary_pinyin_head_and_flat_start_train_resume_and_stay_out_of_the_model(tiny_corpus, tmp_path):
-    import torch
-
-    from asr.checkpoint import load_model_dir
-
     base = dict(
         exp_dir=str(tmp_path / "exp"), train_manifest=str(tiny_corpus / "train.jsonl"),
         model=dict(output_size=32, attention_heads=2, linear_units=64, num_blocks=1, cnn_module_kernel=3),
@@ -152,8 +150,6 @@ def test_auxiliary_pinyin_head_and_flat_start_train_resume_and_stay_out_of_the_m
 
 
 def test_lr_schedules():
-    from asr.train.trainer import _lr_factor
-
     assert _lr_factor(0, 4, 100, 0.1) == 0.25  # warm-up
     assert _lr_factor(4, 4, 100, 0.1) == pytest.approx(1.0)
     assert _lr_factor(100, 4, 100, 0.1) == pytest.approx(0.1)  # cosine by steps ends at the floor
@@ -164,11 +160,6 @@ def test_lr_schedules():
 
 
 def test_cuda_device_is_refused_clearly_without_cuda(tmp_path):
-    import torch
-
-    from asr.config import ConfigError
-    from asr.train.trainer import resolve_device
-
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
@@ -180,8 +171,6 @@ def test_cuda_device_is_refused_clearly_without_cuda(tmp_path):
 def test_time_budgeted_fine_tune_starts_from_a_model_and_anneals(trained_model, tiny_corpus, tmp_path):
     """The GPU recipe's mode (recipes/gpu): start from a model directory's weights and unit
     table, decay the learning rate over a fixed time budget, stop on time and export."""
-    import torch
-
     out, _, base = trained_model
     logs: list[str] = []
     cfg = TrainConfig(**{**base, "exp_dir": str(tmp_path / "ft"), "epochs": 100_000, "init_from": str(out),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import urllib.request
 
 import numpy as np
 import pytest
@@ -147,7 +148,5 @@ def test_parse_event_and_timeline():
 
 
 def _get(port: int, path: str) -> bytes:
-    import urllib.request
-
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
         return r.read()

@@ -7,20 +7,26 @@ import json
 import math
 import shutil
 import wave
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torchaudio.compliance.kaldi as kaldi
 import yaml
+from websockets.asyncio.client import connect
 
-from asr import cli
 from asr.checkpoint import ModelDirError, load_model_dir, save_model_dir
 from asr.config import ChunkConfig, DecoderConfig, DecodingConfig
 from asr.decoding import make_decoder
+from asr.features import StreamingFbank, fbank
 from asr.importers.wenet import WenetImportError, import_wenet, load_cmvn_file
 from asr.model.decoder import build_decoder
 from asr.recognizer import Recognizer
+from server.app import App
+from server.settings import Settings
+from tingxie import cli
 
 from .conftest import random_model, speech_like, units
 
@@ -128,6 +134,48 @@ def test_decoding_matches_wenet(rec, audio, meta, mode):
     best = rec.rescore(nbest, enc)[0]
     assert list(best.tokens) == ref["attention_rescoring"]
     assert abs(best.score - ref["attention_rescoring_score"]) <= ATOL
+
+
+def with_digital_silence(audio: np.ndarray) -> np.ndarray:
+    """The fixture's audio with exact zeros before, inside and after it (padded clips,
+    telephony gaps, TTS prompts)."""
+    z = np.zeros
+    half = audio.size // 2
+    return np.concatenate([z(8000, np.int16), audio[:half], z(11111, np.int16), audio[half:], z(9600, np.int16)])
+
+
+def wenet_fbank(audio: np.ndarray) -> torch.Tensor:
+    """Features as WeNet computes them: torchaudio's normalised waveform scaled back by
+    1 << 15, then kaldi.fbank with the yaml's settings, dither 0 and energy_floor 0."""
+    waveform = torch.from_numpy(audio.astype(np.float32) / 32768.0)[None] * (1 << 15)
+    return kaldi.fbank(waveform, num_mel_bins=80, frame_length=25, frame_shift=10, dither=0.0,
+                       energy_floor=0.0, sample_frequency=16000)
+
+
+@needs_fixture
+def test_imported_features_are_wenets_bit_for_bit_on_digital_silence(rec, audio):
+    x = with_digital_silence(audio)
+    ref = wenet_fbank(x)
+    assert (ref == math.log(torch.finfo(torch.float32).eps)).all(dim=1).sum() > 100  # silent frames at the floor
+    assert rec.features.noise_floor == 0.0
+    assert torch.equal(fbank(torch.from_numpy(x), rec.features), ref)
+    stream = StreamingFbank(rec.features)
+    pieces = [stream.accept(torch.from_numpy(x[i : i + 777])) for i in range(0, x.size, 777)]
+    assert torch.equal(torch.cat(pieces), ref)
+
+
+@needs_fixture
+@pytest.mark.parametrize("mode", list(STREAM_REFS))
+def test_logprobs_on_digital_silence_are_those_of_wenets_features(rec, audio, mode):
+    """From the waveform, the imported model gives exactly what it gives on WeNet's own
+    fbank (on which it matches WeNet's log-probs: test_ctc_logprobs_match_wenet)."""
+    chunk, left, _ = STREAM_REFS[mode]
+    x = with_digital_silence(audio)
+    expect = rec._logprobs(wenet_fbank(x), chunk, left)
+    assert torch.equal(rec.ctc_logprobs(x, 16000, chunk, left), expect)
+    # A noise floor (tingxie's own models) would move those frames far from WeNet's.
+    floored = rec._logprobs(fbank(torch.from_numpy(x), replace(rec.features, noise_floor=1.0)), chunk, left)
+    assert (floored - expect).abs().max() > 0.1
 
 
 @needs_fixture
@@ -536,13 +584,6 @@ def test_load_cmvn_file_rejects_garbage(tmp_path):
 async def test_imported_model_serves_like_transcribe(imported, audio):
     """The imported model behind the server on 127.0.0.1: the finals streamed over the
     native protocol (100 ms frames) equal `tingxie transcribe` on the same input."""
-    import json
-
-    from websockets.asyncio.client import connect
-
-    from server.app import App
-    from server.settings import Settings
-
     plain = Recognizer.from_dir(imported, "cpu")
     expected = plain.transcribe(audio, 16000).text
     assert expected

@@ -14,11 +14,20 @@ import pytest
 import torch
 
 from asr.audio import read_audio
+from asr.config import DecodingConfig
+from asr.data.normalize import normalize_text
 from asr.features import resample
 from asr.metrics import cer
+from asr.recognizer import Recognizer
+from asr.tokens import Tokenizer, write_units
 from asr.train.data import Utterance
+from asr.train.whisper_head import HeadTrainConfig, cache_encoder_outputs, greedy_cer, train_head
+from asr.whisper.bundle import is_whisper_dir, load_whisper_dir, save_whisper_dir
+from asr.whisper.convert import load_ct2, load_encoder, tokenizer_json, wheel_parts
 from asr.whisper.ct2 import CT2FormatError, read_ct2_model
+from asr.whisper.ctc import CTCHead, HeadConfig, WhisperCTC
 from asr.whisper.features import log_mel
+from asr.whisper.recognizer import MAX_SEGMENT_S, WhisperRecognizer, quiet_cuts, resolve_whisper_precision
 
 from .conftest import SHARED, espeak, needs_espeak, speech_like
 
@@ -100,8 +109,6 @@ def test_log_mel_matches_faster_whisper_on_real_speech():
 
 @pytest.fixture(scope="module")
 def ct2():
-    from asr.whisper.convert import load_ct2
-
     try:
         return load_ct2()
     except FileNotFoundError as e:
@@ -109,8 +116,6 @@ def ct2():
 
 
 def _ct2_dir(tmp_path, ct2_model) -> str:
-    from asr.whisper.convert import tokenizer_json, wheel_parts
-
     with open(tmp_path / "model.bin", "wb") as f:
         for p in wheel_parts():
             f.write(p.read_bytes())
@@ -121,8 +126,6 @@ def _ct2_dir(tmp_path, ct2_model) -> str:
 
 def test_encoder_matches_ctranslate2_on_real_speech(ct2, tmp_path):
     ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is a test extra")
-    from asr.whisper.convert import load_encoder
-
     ref_model = ctranslate2.models.Whisper(_ct2_dir(tmp_path, ct2), device="cpu", compute_type="float32")
     enc = load_encoder(ct2)
     for x in (_real_clip(0)[: 16000 * 6], _signals()["digital silence around and inside"]):
@@ -147,14 +150,6 @@ def test_tiny_train_export_and_decode(ct2, tmp_path, random_model_dir):
     """The whole chain on three espeak-ng sentences: cache Whisper's encoder outputs, train
     a small CTC head until it has learnt them, write a model directory, load it as the
     final model of a two-pass recognizer and transcribe the audio through it."""
-    from asr.recognizer import Recognizer
-    from asr.config import DecodingConfig
-    from asr.tokens import Tokenizer, write_units
-    from asr.train.whisper_head import HeadTrainConfig, cache_encoder_outputs, greedy_cer, train_head
-    from asr.whisper.bundle import save_whisper_dir
-    from asr.whisper.convert import load_encoder
-    from asr.whisper.ctc import CTCHead, HeadConfig, WhisperCTC
-
     chars = sorted({c for t in TINY_TEXTS for c in t})
     write_units(["<blank>", "<unk>"] + chars + ["<sos/eos>"], tmp_path / "units.txt")
     tok = Tokenizer.from_dir(tmp_path)
@@ -206,8 +201,6 @@ DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default"
 
 @pytest.fixture(scope="module")
 def shipped():
-    from asr.whisper.bundle import is_whisper_dir, load_whisper_dir
-
     if not is_whisper_dir(DEFAULT):
         pytest.skip("models/default is not a Whisper-CTC model")
     return load_whisper_dir(DEFAULT)
@@ -224,10 +217,6 @@ def test_reduced_precisions_match_fp32(shipped, precision, max_dlogp, max_cer_lo
     `max_dlogp` on average, and greedy decoding loses at most `max_cer_loss` of CER
     against the references. (int8 changes ~10% of a greedy transcript's characters on
     real speech, where greedy CER is ~34%: different errors, barely more of them.)"""
-    from asr.config import DecodingConfig
-    from asr.data.normalize import normalize_text
-    from asr.whisper.recognizer import WhisperRecognizer
-
     dev = torch.device("cpu")
     ref = WhisperRecognizer(shipped, dev, DecodingConfig(lm="none"), "fp32")
     low = WhisperRecognizer(shipped, dev, DecodingConfig(lm="none"), precision)
@@ -242,8 +231,6 @@ def test_reduced_precisions_match_fp32(shipped, precision, max_dlogp, max_cer_lo
 
 
 def test_auto_precision_follows_the_cpu():
-    from asr.whisper.recognizer import resolve_whisper_precision
-
     cpu = torch.device("cpu")
     assert resolve_whisper_precision("auto", cpu, native_bf16=True) == "bf16"
     assert resolve_whisper_precision("auto", cpu, native_bf16=False) == "int8"
@@ -254,9 +241,6 @@ def test_auto_precision_follows_the_cpu():
 
 def test_batched_passes_equal_single_ones(shipped):
     """transcribe_many pads a batch and masks the padding: each result is transcribe's."""
-    from asr.config import DecodingConfig
-    from asr.whisper.recognizer import WhisperRecognizer
-
     rec = WhisperRecognizer(shipped, torch.device("cpu"), DecodingConfig(lm="none"), "fp32")
     clips = _clips(3) + [_clips(1)[0][:8000]]
     one = [rec.transcribe(x) for x in clips]
@@ -268,9 +252,6 @@ def test_batched_passes_equal_single_ones(shipped):
 
 def test_long_audio_is_cut_at_quiet_moments(shipped):
     """Past the encoder's 30 s, audio is decoded in pieces cut where it is quietest."""
-    from asr.config import DecodingConfig
-    from asr.whisper.recognizer import MAX_SEGMENT_S, WhisperRecognizer, quiet_cuts
-
     clips = _clips(6)
     gap = np.zeros(8000, np.float32)
     long = np.concatenate([c for x in clips for c in (x, gap)])

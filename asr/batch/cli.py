@@ -1,5 +1,5 @@
 """`tingxie transcribe`: the arguments and the run loop (progress, outputs, resume,
-summary). The model flags (--model, --device, --decoding, --beam) come from asr.cli."""
+summary). The model flags (--model, --device, --decoding, --beam) come from the tingxie command line (tingxie/cli.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import torch
+from tqdm import tqdm
+
 from ..checkpoint import ModelDirError
 from ..config import ConfigError
 from ..recognizer import PRECISIONS, default_threads
@@ -17,6 +20,7 @@ from .formats import FORMATS
 from .inputs import InputError, InputItem, expand_inputs
 from .media import CHANNEL_MODES
 from .pipeline import BatchOptions, Outcome, Summary, run_local
+from .ray_runner import RayOptions, run_ray
 from .vad import VAD_METHODS, VadOptions
 from .writer import Writer
 
@@ -79,10 +83,6 @@ def _options(args: argparse.Namespace) -> BatchOptions:
 
 
 def _progress(total: int, disable: bool):
-    try:
-        from tqdm import tqdm  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
     off = disable or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())  # a bar only on a terminal
     return tqdm(total=total, unit="file", dynamic_ncols=True, disable=off, file=sys.stderr)
 
@@ -104,13 +104,12 @@ def run(args: argparse.Namespace, make_recognizer: Callable[[argparse.Namespace]
             raise ConfigError("--cue-chars must be positive")
         if args.resume and args.output_dir is None:
             raise ConfigError("--resume needs --output-dir (it skips inputs whose output file exists)")
-        import torch  # noqa: PLC0415
 
         torch.set_num_threads(args.threads or default_threads())
         try:
             rec = make_recognizer(args) if args.ray is None else make_recognizer(_on_cpu(args))
         except ModelDirError:
-            raise  # asr.cli reports it (exit 2)
+            raise  # the command line reports it (exit 2)
         except ValueError as e:  # a precision or rescoring the device or model cannot do
             raise ConfigError(str(e)) from e
         items = expand_inputs(args.files)
@@ -163,7 +162,6 @@ def _outcomes(args: argparse.Namespace, items: list[InputItem], rec: Any, option
     if args.ray is None:
         yield from run_local(items, rec, options)
         return
-    from .ray_runner import RayOptions, run_ray  # noqa: PLC0415
 
     ray_opts = RayOptions(args.ray, args.ray_actors, args.ray_gpus, args.ray_cpus, args.device, args.precision)
     yield from run_ray(items, rec, options, ray_opts)

@@ -1,6 +1,7 @@
-"""Full-context recognition of many utterances at once: sorted by length, padded into
-batches through `CTCModel.forward`, then CTC search per utterance, tokens mapped to
-absolute times.
+"""Full-context recognition of many utterances at once for the batch pipeline: the
+engine's batch limits around `Recognizer.recognize_features` (sorted by length, padded
+into batches through `CTCModel.forward`, then CTC search per utterance, tokens mapped to
+absolute times).
 
 Batching is bounded by padded fbank frames (memory and wasted work both grow with the
 longest member), so sorting by length first keeps padding small. The result for an
@@ -17,17 +18,9 @@ import torch
 
 from ..config import ConfigError
 from ..features import fbank
-from ..recognizer import Recognizer, Result
+from ..recognizer import Recognizer, Result, batch_limits, length_batches, precision_name
 
 __all__ = ["EngineOptions", "BatchEngine", "precision_name"]
-
-# Padded fbank frames per model call when not given. On a CPU large batches are slower,
-# not faster: activations (the subsampling convolution's most of all) outgrow the caches,
-# while one utterance already makes matrix products big enough. Measured on the 11 M
-# model (docs/benchmarks.md): 2000-4000 frames best, 40000 half as fast. A GPU wants
-# large batches.
-CPU_BATCH_FRAMES = 4000
-GPU_BATCH_FRAMES = 80_000
 
 
 @dataclass(frozen=True)
@@ -46,14 +39,8 @@ class EngineOptions:
 
     def limits(self, device: torch.device) -> tuple[int, int]:
         """(max_batch_frames, max_batch) on `device`."""
-        gpu = device.type == "cuda"
-        return (self.max_batch_frames or (GPU_BATCH_FRAMES if gpu else CPU_BATCH_FRAMES),
-                self.max_batch or (256 if gpu else 64))
-
-
-def precision_name(recognizer: Recognizer) -> str:
-    """The recognizer's compute precision as a `precision=` value (fp32, bf16, fp16)."""
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[recognizer.compute_dtype]
+        frames, batch = batch_limits(device)
+        return self.max_batch_frames or frames, self.max_batch or batch
 
 
 class BatchEngine:
@@ -70,61 +57,9 @@ class BatchEngine:
 
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Indices grouped into batches, longest first, each within the frame budget."""
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        out: list[list[int]] = []
-        cur: list[int] = []
-        for i in order:
-            # Sorted descending: the first member is the longest, so padded size is
-            # len(batch) * lengths[batch[0]].
-            if cur and ((len(cur) + 1) * lengths[cur[0]] > self.max_frames or len(cur) >= self.max_batch):
-                out.append(cur)
-                cur = []
-            cur.append(i)
-        if cur:
-            out.append(cur)
-        return out
+        return length_batches(lengths, self.max_frames, self.max_batch)
 
     def recognize(self, feats: Sequence[torch.Tensor], t0: Sequence[float], t_end: Sequence[float]) -> list[Result]:
         """Results for utterances with features (frames, mel) that start at t0 and end at
         t_end (seconds on the file's clock; token times are absolute)."""
-        results: list[Result | None] = [None] * len(feats)
-        lengths = [int(f.size(0)) for f in feats]
-        if self.rec.final is not None:  # Whisper-CTC: features are its log-mel
-            for batch in self.batches(lengths):
-                logps = self.rec.final.logprobs([feats[i] for i in batch])
-                for i, lp in zip(batch, logps):
-                    results[i] = self.rec.final.search(lp, t0[i], t_end[i])
-            return results  # type: ignore[return-value]
-        todo = [i for i, n in enumerate(lengths) if n >= self.rec.min_frames]
-        for i in set(range(len(feats))) - set(todo):  # too short for one encoder frame
-            results[i] = self._decode(torch.zeros(0, self.rec.model.cfg.vocab_size), None, t0[i], t_end[i])
-        for batch in self.batches([lengths[i] for i in todo]):
-            idx = [todo[b] for b in batch]
-            for i, res in zip(idx, self._run([feats[i] for i in idx], [t0[i] for i in idx], [t_end[i] for i in idx])):
-                results[i] = res
-        return results  # type: ignore[return-value]
-
-    @torch.inference_mode()
-    def _run(self, feats: list[torch.Tensor], t0: list[float], t_end: list[float]) -> list[Result]:
-        rec = self.rec
-        lens = torch.tensor([f.size(0) for f in feats])
-        xs = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(rec.device)
-        rescoring = rec.decoding.rescoring
-        with rec._autocast():
-            enc, logp, out_lens = rec.model.forward_with_encoder(xs, lens.to(rec.device))
-        logp = logp.float().cpu()
-        out_lens = out_lens.cpu().tolist()
-        return [
-            self._decode(logp[i, :n], enc[i, :n].float() if rescoring else None, t0[i], t_end[i])
-            for i, n in enumerate(out_lens)
-        ]
-
-    def _decode(self, logp: torch.Tensor, enc: torch.Tensor | None, t0: float, t_end: float) -> Result:
-        rec = self.rec
-        rescoring = rec.decoding.rescoring and enc is not None and logp.size(0) > 0
-        decoder = rec.new_decoder(rescoring)
-        decoder.advance(logp)
-        nbest = decoder.nbest()
-        if rescoring:
-            nbest = rec.rescore(nbest, enc)
-        return rec.result(nbest, t0, t_end, rescored=rescoring)
+        return self.rec.recognize_features(feats, t0, t_end, self.max_frames, self.max_batch)

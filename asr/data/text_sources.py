@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import json
+import logging
 import random
 import re
 import unicodedata
@@ -34,6 +36,7 @@ from importlib import metadata, resources
 from typing import Iterable, Iterator
 
 from .normalize import normalize_text
+from .templates import generate_templates
 
 MIN_CHARS = 4
 MAX_CHARS = 30
@@ -86,8 +89,6 @@ def iter_hsk() -> Iterator[str]:
 
 
 def iter_callcenter(n: int, seed: int) -> Iterator[str]:
-    from .templates import generate_templates
-
     yield from generate_templates(n, seed)
 
 
@@ -116,9 +117,7 @@ _jieba = None
 def _words(text: str) -> list[str]:
     global _jieba
     if _jieba is None:
-        import logging
-
-        import jieba
+        import jieba  # noqa: PLC0415 (optional: the data extra)
 
         jieba.setLogLevel(logging.WARNING)
         _jieba = jieba
@@ -275,8 +274,6 @@ def build_pool(seed: int, n_templates: int = 60000, limit: int | None = None, lo
     ``|`` (never part of normalised text).  ``limit`` caps the raw paragraphs
     read per source (for quick tests).
     """
-    import itertools
-
     if limit is not None:
         n_templates = min(n_templates, limit)
     pieces: dict[str, dict[str, list[str]]] = {s: collections.defaultdict(list) for s in ("train", "dev", "test")}

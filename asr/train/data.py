@@ -18,8 +18,10 @@ import torch
 
 from ..audio import AudioError, read_audio
 from ..config import FeatureConfig
+from ..data.normalize import normalize_text
 from ..features import fbank, resample
 from ..tokens import Tokenizer
+from .flat_start import speech_frames
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,6 @@ def read_manifest(path: str | Path, normalize: bool = False) -> list[Utterance]:
 
 
 def _normalizer():
-    from ..data.normalize import normalize_text
-
     return normalize_text
 
 
@@ -153,7 +153,6 @@ class UtteranceDataset(torch.utils.data.Dataset):
         feats = fbank(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), self.features)
         speech = None
         if self.speech_mask:  # before SpecAugment, whose masks would read as silence
-            from .flat_start import speech_frames
 
             speech = speech_frames(feats)
         if self.feat_aug is not None:

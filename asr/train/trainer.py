@@ -9,9 +9,13 @@ it stopped; the exported model averages the last epochs' weights.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import os
 import random
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,14 +23,21 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import yaml
+from tqdm import tqdm
 
-from ..checkpoint import save_model_dir
+from ..checkpoint import load_model_dir, save_model_dir
 from ..config import ChunkConfig, ConfigError, FeatureConfig, ModelConfig, from_dict
+from ..data.normalize import normalize_text
 from ..decoding import GreedyDecoder
 from ..metrics import ErrorCounts
 from ..model.conformer import CTCModel
+from ..recognizer import resolve_device as resolve
 from ..tokens import Tokenizer, train_units
+from .augment import AugmentConfig, Augmenter, spec_augment
 from .data import Batch, UtteranceDataset, collate, duration_batches, read_manifest
+from .flat_start import IGNORE, uniform_targets
+from .pinyin_aux import PinyinUnits
 
 __all__ = ["TrainConfig", "train", "load_train_config"]
 
@@ -90,10 +101,6 @@ class TrainConfig:
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Recipe YAML -> TrainConfig. `${VAR}` in strings expands from the environment
     (e.g. `${TINGXIE_CORPUS}`); relative paths stay relative to the working directory."""
-    import os
-
-    import yaml
-
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     data.update(overrides or {})
 
@@ -117,11 +124,7 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
 
 
 def _texts_of(paths: list[str], normalize: bool):
-    import gzip
-
-    norm = (lambda t: t)
-    if normalize:
-        from ..data.normalize import normalize_text as norm
+    norm = normalize_text if normalize else (lambda t: t)
     for p in paths:
         opener = gzip.open if p.endswith(".gz") else open
         with opener(p, "rt", encoding="utf-8") as f:
@@ -149,8 +152,6 @@ def _lr_factor(step: int, warmup: int, total: int, min_ratio: float, schedule: s
 
 def resolve_device(name: str) -> torch.device:
     """The recognizer's device rule, its refusal reported as a configuration error."""
-    from ..recognizer import resolve_device as resolve
-
     try:
         return resolve(name)
     except RuntimeError as e:
@@ -210,19 +211,13 @@ class Trainer:
         self.model = CTCModel(self.model_cfg).to(self.device)
         wave_aug = feat_aug = None
         if cfg.augment:
-            from .augment import AugmentConfig, Augmenter
-
             aug = Augmenter(AugmentConfig())
             wave_aug = lambda w, rng: aug(w, rng)  # noqa: E731
         if cfg.spec_augment:
-            from .augment import spec_augment
-
             feat_aug = spec_augment
         self.aux_head: torch.nn.Linear | None = None
         aux_encode = None
         if cfg.aux_pinyin_weight > 0:
-            from .pinyin_aux import PinyinUnits
-
             pinyin = PinyinUnits.load_or_build(self.exp / "aux_pinyin_units.txt", (u.text for u in self.train_utts))
             self.aux_head = torch.nn.Linear(self.model_cfg.output_size, len(pinyin)).to(self.device)
             aux_encode = pinyin.encode
@@ -240,8 +235,6 @@ class Trainer:
 
     def _init_weights(self) -> None:
         if self.cfg.init_from:
-            from ..checkpoint import load_model_dir
-
             src = load_model_dir(self.cfg.init_from).model
             if src.cfg != self.model_cfg:
                 raise ConfigError("init_from model has a different configuration or unit table")
@@ -310,9 +303,6 @@ class Trainer:
 
     def _stop_on_signal(self) -> None:
         """SIGTERM/SIGINT: finish the current step, save, export, exit cleanly."""
-        import signal
-        import threading
-
         self._stop_requested = False
         if threading.current_thread() is not threading.main_thread():
             return
@@ -516,8 +506,6 @@ def _frame_ce(logp: torch.Tensor, speech: torch.Tensor, feat_lens: torch.Tensor,
               target_lens: torch.Tensor, input_layer: str) -> torch.Tensor:
     """Flat-start cross-entropy (asr/train/flat_start.py), summed over each utterance's
     frames and divided by the number of utterances, like `_ctc`."""
-    from .flat_start import IGNORE, uniform_targets
-
     labels = torch.full(logp.shape[:2], IGNORE, dtype=torch.long)
     for k in range(logp.size(0)):
         lab = uniform_targets(speech[k, : feat_lens[k]], targets[k, : target_lens[k]].tolist(), input_layer)
@@ -548,18 +536,12 @@ def _average(paths: list[Path]) -> dict[str, torch.Tensor]:
 
 def _ignore_stop_signals(_worker_id: int) -> None:
     """Data workers leave SIGTERM/SIGINT to the main process, which saves and stops them."""
-    import signal
-
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _progress(total: int, start: int, desc: str, enabled: bool) -> Callable[[str], None]:
     if not enabled:
-        return lambda _msg: None
-    try:
-        from tqdm import tqdm
-    except ImportError:
         return lambda _msg: None
     bar = tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True, leave=False)
 

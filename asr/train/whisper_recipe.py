@@ -24,11 +24,13 @@ import yaml
 from ..checkpoint import LM, add_lm
 from ..config import from_dict
 from ..decoding import make_decoder
+from ..lm import NgramLM
 from ..metrics import ErrorCounts
 from ..tokens import Tokenizer
 from ..whisper.bundle import save_whisper_dir
 from ..whisper.convert import load_ct2, load_encoder, provenance
 from ..whisper.ctc import CTCHead, HeadConfig, WhisperCTC
+from .augment import telephone_channel
 from .data import read_manifest
 from .whisper_head import EncoderCache, HeadTrainConfig, cache_encoder_outputs, train_head
 
@@ -108,8 +110,6 @@ def _caches(cfg: RecipeConfig, encoder) -> tuple[list[tuple[EncoderCache, int]],
 
 
 def _telephone(k: int, samples):
-    from .augment import telephone_channel  # noqa: PLC0415 (only telephone sets need it)
-
     return telephone_channel(samples, "mu" if k % 2 == 0 else "a")
 
 
@@ -138,8 +138,6 @@ def tune_lm(head: CTCHead, dev: list[EncoderCache], tokenizer: Tokenizer, lm, cf
 
 
 def run(cfg: RecipeConfig) -> Path:
-    from ..lm import NgramLM  # noqa: PLC0415 (parsing the LM is needed for tuning only)
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     exp = Path(cfg.exp_dir)

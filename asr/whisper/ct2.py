@@ -8,6 +8,7 @@ u16 byte length (trailing NUL included) and its bytes. Read-only: nothing is exe
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,8 +65,6 @@ class _Reader:
 
 def _open_parts(paths: Iterable[Path]) -> BinaryIO:
     """One readable stream over the concatenation of `paths` (a model split in parts)."""
-    import io  # noqa: PLC0415
-
     data = b"".join(Path(p).read_bytes() for p in paths)
     return io.BytesIO(data)
 

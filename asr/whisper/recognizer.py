@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from ..config import DEFAULT_BEAM, DecodingConfig
 from ..decoding import make_decoder
 from ..features import resample, to_float32
+from ..lm import load_lm
 from ..result import Result, Token, build_result, mean_confidence
 from .bundle import WhisperBundle
 from .features import SAMPLE_RATE, log_mel
@@ -100,19 +102,12 @@ class WhisperRecognizer:
 
     def _lm(self, d: DecodingConfig, lm):
         """(LM, weight, bonus, tuned beam) from DecodingConfig.lm: "auto" uses the model's
-        own; `lm` is an already loaded NgramLM of the same file (shared, not reloaded)."""
-        from ..lm import NgramLM  # noqa: PLC0415 (ARPA parsing is only needed with an LM)
-
-        if d.lm in (None, "none") or (d.lm == "auto" and self.bundle.lm is None):
-            return None, 0.0, 0.0, None
-        if d.lm == "auto":
+        own; `lm` is that LM already loaded (by the first-pass model, same file), shared."""
+        if lm is not None and d.lm == "auto" and self.bundle.lm is not None:
             s = self.bundle.lm
-            path, weight, bonus, beam = s["file"], s["weight"], s["bonus"], s.get("beam")
-        else:
-            path, weight, bonus, beam = d.lm, 0.5, 1.0, None
-        model = lm if lm is not None else NgramLM.load(path, self.tokenizer.units)
-        return (model, weight if d.lm_weight is None else d.lm_weight,
-                bonus if d.lm_bonus is None else d.lm_bonus, beam)
+            return (lm, s["weight"] if d.lm_weight is None else d.lm_weight,
+                    s["bonus"] if d.lm_bonus is None else d.lm_bonus, s.get("beam"))
+        return load_lm(d, self.bundle.lm, self.tokenizer.units)
 
     @property
     def name(self) -> str:
@@ -206,8 +201,6 @@ class WhisperRecognizer:
 
 @contextlib.contextmanager
 def warnings_off():
-    import warnings  # noqa: PLC0415
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield

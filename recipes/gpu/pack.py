@@ -34,6 +34,13 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import torch
+
+from asr.audio import read_audio
+from asr.data import synth
+from asr.data.normalize import normalize_text
+from asr.features import resample
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -45,17 +52,13 @@ ESPEAK_DATA_KEEP = ("phondata", "phonindex", "phontab", "intonations", "cmn_dict
 
 
 def _encode(job: tuple[str, str]) -> float:
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415 (optional: installed for the GPU bundle only)
 
-    from asr.audio import read_audio
-    from asr.features import resample
 
     src, dst = job
     audio, rate = read_audio(src)
     wav = audio.mean(axis=0)
     if rate != 16000:
-        import torch
-
         wav = resample(torch.from_numpy(wav), rate, 16000).numpy()
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     sf.write(dst, wav, 16000, format="OGG", subtype="OPUS", compression_level=OPUS_LEVEL)
@@ -76,8 +79,6 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def plan_items(corpus: Path, new_hours: float, seed: int) -> list[dict]:
-    from asr.data import synth
-
     plan = []
     with gzip.open(corpus / "plan.jsonl.gz", "rt", encoding="utf-8") as f:
         for line in f:
@@ -178,7 +179,6 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
-    from asr.data.normalize import normalize_text
 
     out = args.out
     if out.exists():

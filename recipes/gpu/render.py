@@ -19,6 +19,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from asr.audio import write_wav
+from asr.data import synth
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -31,14 +34,10 @@ def use_carried_espeak(bundle: Path) -> None:
 
 
 def _init(work: str) -> None:
-    from asr.data import synth
-
     synth._worker_init(work, None)
 
 
 def _render(item: dict) -> tuple[dict, float | None, str | None]:
-    from asr.data import synth
-
     _id, duration, err = synth.synth_one(item)
     if duration is None and err is None:  # already there (a rerun): read its length
         duration = synth.read_wav_duration(synth._W["out"] / synth.relpath_for(item))
@@ -46,9 +45,8 @@ def _render(item: dict) -> tuple[dict, float | None, str | None]:
 
 
 def _decode(job: tuple[str, str]) -> None:
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415 (optional: installed for the GPU bundle only)
 
-    from asr.audio import write_wav
 
     src, dst = job
     audio, rate = sf.read(src, dtype="float32")
@@ -64,7 +62,6 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--limit", type=int, default=None, help="render/decode at most N items of each kind (rehearsals)")
     args = ap.parse_args()
-    from asr.data import synth
 
     use_carried_espeak(args.bundle)
     if not synth.voices.espeak_available():

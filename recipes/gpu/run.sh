@@ -22,7 +22,7 @@ c.pop("lm", None)
 c["files"].pop("lm.arpa.gz", None)
 json.dump(c, open("/tmp/gpu-init/config.json", "w"), indent=1, ensure_ascii=False)
 PY
-GPU_INIT=/tmp/gpu-init GPU_CORPUS=/tmp/gpu-corpus TINGXIE_EXP=/tmp/gpu-exp python3 -m asr.cli train --config recipes/gpu/finetune.yaml \
+GPU_INIT=/tmp/gpu-init GPU_CORPUS=/tmp/gpu-corpus TINGXIE_EXP=/tmp/gpu-exp python3 -m tingxie train --config recipes/gpu/finetune.yaml \
   --set max_minutes="${MINUTES:-5}" --set progress=false --set log_interval=10 ${TRAIN_ARGS:-} 2>&1 | tee /tmp/gpu-train.log
 mkdir -p "$OUT"
 for f in /tmp/gpu-exp/model/config.json /tmp/gpu-exp/model/cmvn.json /tmp/gpu-exp/train_log.jsonl /tmp/gpu-train.log; do

@@ -26,6 +26,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from websockets.exceptions import ConnectionClosed
+
 from .calls import Call
 from .runner import SessionRunner
 
@@ -93,8 +95,6 @@ def parse_metadata(text: str) -> Any:
 
 
 async def handle_freeswitch(integ: Any, ws: Any, query: Mapping[str, str]) -> None:
-    from websockets.exceptions import ConnectionClosed  # noqa: PLC0415
-
     outbox: asyncio.Queue[str | None] = asyncio.Queue()
 
     async def sender() -> None:

@@ -98,7 +98,7 @@ class Hub:
         for sink in self.sinks:
             try:
                 sink(event)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("call %s: event sink failed", call_id)
 
     def subscribe(self, call_id: str) -> tuple[asyncio.Queue, bool]:

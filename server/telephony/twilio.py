@@ -21,6 +21,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from websockets.exceptions import ConnectionClosed
+
 from .calls import Call
 from .runner import SessionRunner
 
@@ -166,8 +168,6 @@ class TrackTimeline:
 
 async def handle_twilio(integ: Any, ws: Any) -> None:
     """Drive one Media Streams websocket until `stop` or the socket closes."""
-    from websockets.exceptions import ConnectionClosed  # noqa: PLC0415
-
     call: Call | None = None
     runners: dict[str, SessionRunner] = {}
     timeline = TrackTimeline()

@@ -12,6 +12,8 @@ import asyncio
 import logging
 from typing import Any
 
+import aiohttp
+
 __all__ = ["Webhook", "WEBHOOK_EVENTS"]
 
 log = logging.getLogger("tingxie.telephony")
@@ -45,8 +47,6 @@ class Webhook:
         self._queue.put_nowait(event)
 
     async def start(self) -> None:
-        import aiohttp  # noqa: PLC0415 (optional dependency, checked in settings)
-
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
         self._task = asyncio.create_task(self._run())
 
@@ -76,8 +76,6 @@ class Webhook:
                 self._queue.task_done()
 
     async def _post(self, event: dict[str, Any]) -> bool:
-        import aiohttp  # noqa: PLC0415
-
         delay = self.backoff_s
         for attempt in range(1, self.attempts + 1):
             try:

@@ -1,21 +1,33 @@
-"""`tingxie` command line: transcribe, train, eval, data synth, serve."""
+"""`tingxie` command line: transcribe, train, eval, lm, import-wenet, data synth, serve,
+bench. The top layer: it imports `asr` (recognition) and `server` (serving), which never
+import it."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "default_model_dir"]
+from asr.audio import read_audio
+from asr.batch import cli as batch_cli
+from asr.checkpoint import LM, ModelDirError, add_lm, default_model_dir, load_model_dir, read_config, sha256
+from asr.config import ChunkConfig, ConfigError, DecodingConfig
+from asr.data import synth
+from asr.data.normalize import normalize_text
+from asr.data.text_sources import build_pool, join_segments
+from asr.importers.wenet import import_wenet
+from asr.lm import NgramCounts, estimate, write_arpa
+from asr.metrics import ErrorCounts
+from asr.recognizer import Recognizer, command_precision
+from asr.train.data import read_manifest
+from asr.train.trainer import load_train_config, train
+from server import cli as server_cli
 
+from . import bench
 
-def default_model_dir() -> Path:
-    """$TINGXIE_MODEL, else the repository's models/default."""
-    env = os.environ.get("TINGXIE_MODEL")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "models" / "default"
+__all__ = ["main", "build_parser"]
 
 
 def _decoding_args(p: argparse.ArgumentParser) -> None:
@@ -34,10 +46,6 @@ def _decoding_args(p: argparse.ArgumentParser) -> None:
 
 
 def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None, history_ms: int = 0):
-    from .checkpoint import ModelDirError
-    from .config import ConfigError, DecodingConfig
-    from .recognizer import Recognizer, command_precision
-
     asked = getattr(args, "precision", "auto")
     # int8 is for a Whisper-CTC final model; the streaming model then runs at its own default
     precision = command_precision("auto" if asked == "int8" else asked, args.device)
@@ -54,13 +62,10 @@ def _recognizer(args: argparse.Namespace, chunk_ms: int | None = None, history_m
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from .batch.cli import run  # noqa: PLC0415
-
-    return run(args, _recognizer)
+    return batch_cli.run(args, _recognizer)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train.trainer import load_train_config, train
 
     overrides = {}
     for item in args.set or []:
@@ -72,9 +77,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .audio import read_audio
-    from .metrics import ErrorCounts
-    from .train.data import read_manifest
 
     rec = _recognizer(args, args.chunk_ms if args.streaming else None, args.history_ms)
     # References in spoken form (digits as characters), as the model writes them.
@@ -125,8 +127,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_import_wenet(args: argparse.Namespace) -> int:
-    from .config import ChunkConfig
-    from .importers.wenet import import_wenet
 
     report = import_wenet(
         args.src, args.dst, checkpoint=args.checkpoint, config=args.config, name=args.name,
@@ -141,39 +141,54 @@ def cmd_import_wenet(args: argparse.Namespace) -> int:
 
 
 def cmd_lm(args: argparse.Namespace) -> int:
-    """Train a unit n-gram LM on text and put it into a model directory."""
-    import json
+    """Train a unit n-gram LM on text, or take an ARPA file, and put it into a model directory."""
 
-    from .checkpoint import add_lm, load_model_dir
-    from .data.normalize import normalize_text
-    from .lm import NgramCounts, estimate, write_arpa
+    if args.arpa is not None:
+        if args.text or args.manifest or args.synth_pool is not None:
+            raise SystemExit("error: give either --arpa or text to train on, not both")
+        if not args.arpa.is_file():
+            raise SystemExit(f"error: {args.arpa} not found")
+        config = read_config(args.model)  # not the whole model: its lm.bin may be missing
+        previous = config.get("lm") or {}
+        same = bool(previous) and config["files"].get(previous.get("file")) == sha256(args.arpa)
+        # The model's own LM again (e.g. to rebuild its binary): keep what is known about it.
+        info = {k: v for k, v in previous.items() if k not in ("file", "binary", "weight", "bonus", "beam")} \
+            if same else {"source": str(args.arpa)}
+        weight = args.weight if args.weight is not None else previous.get("weight", 0.8) if same else 0.8
+        bonus = args.bonus if args.bonus is not None else previous.get("bonus", 2.0) if same else 2.0
+        beam = args.beam if args.beam is not None else previous.get("beam") if same else None
+        out = add_lm(args.model, args.arpa, weight, bonus, info, beam=beam)
+        print(f"{out} and {args.model / 'lm.bin'} ({(args.model / 'lm.bin').stat().st_size / 1e6:.1f} MB); "
+              f"weight {weight}, bonus {bonus}, beam {beam or 'default'}")
+        return 0
 
-    bundle = load_model_dir(args.model)
-    tok = bundle.tokenizer
+    tok = load_model_dir(args.model).tokenizer
     texts: list[str] = []
     for f in args.text or []:
         texts += [line for line in Path(f).read_text(encoding="utf-8").splitlines() if line.strip()]
     for m in args.manifest or []:
         texts += [json.loads(line)["text"] for line in Path(m).read_text(encoding="utf-8").splitlines() if line.strip()]
     if args.synth_pool is not None:
-        from .data.text_sources import build_pool, join_segments  # noqa: PLC0415
 
         pool = build_pool(args.synth_pool, log=lambda *a: None)
         # the train split only: sentences of the synthetic dev and test sets never reach the LM
         texts += [join_segments(x.split("|")) for items in pool["pieces"]["train"].values() for x in items]
     sentences = [p for p in (tok.pieces(normalize_text(t)) for t in texts) if p]
     if not sentences:
-        raise SystemExit("error: no text (give --text, --manifest or --synth-pool)")
+        raise SystemExit("error: no text (give --text, --manifest or --synth-pool, or --arpa)")
     cutoffs = [int(c) for c in args.cutoffs.split(",")] if args.cutoffs else []
     table = estimate(NgramCounts.from_sentences(sentences, args.order), vocab=tok.units, cutoffs=cutoffs)
-    out = Path(args.model) / "lm.arpa.gz"
+    out = Path(args.model) / LM
     write_arpa(table, out)
     info = {"order": args.order, "cutoffs": cutoffs, "sentences": len(sentences), "ngrams": len(table),
             "sources": {"text": [str(f) for f in args.text or []], "manifest": [str(m) for m in args.manifest or []],
                         "synth_pool_seed": args.synth_pool}}
-    add_lm(args.model, out, args.weight, args.bonus, info, beam=args.beam)
+    weight = 0.8 if args.weight is None else args.weight
+    bonus = 2.0 if args.bonus is None else args.bonus
+    add_lm(args.model, out, weight, bonus, info, beam=args.beam)
     print(f"{out}: {len(table)} n-grams of order <= {args.order} from {len(sentences)} sentences "
-          f"({out.stat().st_size / 1e6:.1f} MB); weight {args.weight}, bonus {args.bonus}, beam {args.beam or 'default'}")
+          f"({out.stat().st_size / 1e6:.1f} MB, binary {(args.model / 'lm.bin').stat().st_size / 1e6:.1f} MB); "
+          f"weight {weight}, bonus {bonus}, beam {args.beam or 'default'}")
     return 0
 
 
@@ -181,11 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tingxie", description="Streaming Mandarin speech recognition")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from .batch.cli import add_arguments as transcribe_arguments  # noqa: PLC0415
-
     p = sub.add_parser("transcribe", help="transcribe audio and video files, folders, manifests (batched)",
                        description="Offline batch transcription: docs/batch.md")
-    transcribe_arguments(p)
+    batch_cli.add_arguments(p)
     _decoding_args(p)
     p.set_defaults(func=cmd_transcribe)
 
@@ -209,17 +222,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("lm", help="train a unit n-gram language model into a model directory",
-                       description="Kneser-Ney n-gram over the model's units, written as MODEL/lm.arpa.gz with its "
+                       description="Kneser-Ney n-gram over the model's units (or an existing ARPA file with --arpa), "
+                                   "written as MODEL/lm.arpa.gz and its memory-mapped binary MODEL/lm.bin, with the "
                                    "fusion weights in config.json (used by --lm auto). See docs/models.md.")
     p.add_argument("--model", required=True, type=Path, help="model directory to add the LM to")
+    p.add_argument("--arpa", type=Path, default=None,
+                   help="take this ARPA(.gz) file (KenLM, SRILM, or the model's own lm.arpa.gz to rebuild lm.bin) "
+                        "instead of training one")
     p.add_argument("--text", action="append", type=Path, help="text file, one sentence per line")
     p.add_argument("--manifest", action="append", type=Path, help="JSONL manifest: its `text` fields")
     p.add_argument("--synth-pool", type=int, default=None, metavar="SEED",
                    help="the train split of the synthetic corpus's text pool (tingxie data synth --seed)")
     p.add_argument("--order", type=int, default=3)
     p.add_argument("--cutoffs", default="", help="per order, drop n-grams with a smaller (KN) count, e.g. 1,1,2")
-    p.add_argument("--weight", type=float, default=0.8, help="LM weight (tune it on a dev set)")
-    p.add_argument("--bonus", type=float, default=2.0, help="score bonus per unit (tune it with the weight)")
+    p.add_argument("--weight", type=float, default=None,
+                   help="LM weight (tune it on a dev set; default 0.8, or the model's when --arpa is its own LM)")
+    p.add_argument("--bonus", type=float, default=None, help="score bonus per unit (tune it with the weight; default 2.0)")
     p.add_argument("--beam", type=int, default=None, help="beam size tuned with the LM (default: the decoder's, 10)")
     p.set_defaults(func=cmd_lm)
 
@@ -236,30 +254,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace DST if it exists")
     p.set_defaults(func=cmd_import_wenet)
 
-    try:
-        from .data import synth
-    except ImportError:
-        synth = None
-    if synth is not None and hasattr(synth, "add_arguments"):
-        data = sub.add_parser("data", help="training data tools")
-        dsub = data.add_subparsers(dest="data_command", required=True)
-        p = dsub.add_parser("synth", help="generate the synthetic training corpus")
-        synth.add_arguments(p)
-        p.set_defaults(func=lambda a: synth.run(a) or 0)
+    data = sub.add_parser("data", help="training data tools")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("synth", help="generate the synthetic training corpus")
+    synth.add_arguments(p)
+    p.set_defaults(func=lambda a: synth.run(a) or 0)
 
-    try:
-        from server import cli as server_cli
-    except ImportError:
-        server_cli = None
-    if server_cli is not None:
-        server_cli.register(sub)
+    server_cli.register(sub)
+    bench.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .checkpoint import ModelDirError
-    from .config import ConfigError
 
     try:
         return int(args.func(args) or 0)

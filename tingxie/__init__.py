@@ -1,0 +1,1 @@
+"""The `tingxie` command line: the top layer over `asr` (recognition) and `server`."""
