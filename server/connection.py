@@ -177,7 +177,7 @@ class SessionDriver:
     # -- output
 
     def _queue(self, msg: ServerMessage) -> None:
-        self.metrics.messages.labels(type=msg.type).inc()
+        self.metrics.on_message(msg)
         self.outbox.put_nowait(encode(msg))
 
     async def _send_loop(self) -> None:

@@ -201,6 +201,9 @@ class Final:
     end: float
     confidence: float
     tokens: tuple[TokenInfo, ...] = ()
+    # Which decoding produced the text: "full" (full-context pass over the utterance) or
+    # "stream" (the streaming result). Sent as "pass".
+    pass_: str = "full"
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,7 @@ def to_dict(msg: ServerMessage) -> dict[str, Any]:
             v = _p(v)
         elif f.name == "tokens":
             v = [{"text": t.text, "start": _t(t.start), "end": _t(t.end), "confidence": _p(t.confidence)} for t in v]
-        out[f.name] = v
+        out[f.name.rstrip("_")] = v
     return out
 
 

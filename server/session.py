@@ -89,6 +89,7 @@ class FinalRequest:
     sample_rate: int
     offset_s: float
     emit: bool
+    produced_by: str = ""  # set by the engine: "full" (the full-context pass) or "stream"
 
 
 Request = Union[ChunkRequest, FinalRequest]
@@ -371,8 +372,10 @@ class Session:
         if req.emit:
             off = req.offset_s
             tokens = tuple(TokenInfo(t.text, t.start + off, t.end + off, t.confidence) for t in result.tokens)
+            produced_by = req.produced_by or ("full" if req.audio is not None else "stream")
             self._messages.append(
-                Final(req.channel, ch.utterance, result.text, result.start + off, result.end + off, result.confidence, tokens)
+                Final(req.channel, ch.utterance, result.text, result.start + off, result.end + off, result.confidence,
+                      tokens, produced_by)
             )
             ch.utterance += 1
         ch.text = ""
