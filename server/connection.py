@@ -86,19 +86,23 @@ class SessionDriver:
     # -- input
 
     async def _read_loop(self) -> None:
+        # Reading goes on after `end` (without an idle timeout: the client waits for its
+        # finals), so that anything sent after it gets `unexpected_message`.
         s = self.session
         try:
-            while not (self.finished or s.ending):
+            while not self.finished:
                 while self._must_wait():
                     self.progress.clear()
                     await self.progress.wait()
                 if self.finished:
                     break
                 try:
-                    async with asyncio.timeout(self.settings.idle_timeout_s):
+                    async with asyncio.timeout(None if s.ending else self.settings.idle_timeout_s):
                         frame = await self.ws.recv()
                 except TimeoutError:
                     self.fail(IdleTimeout(f"no message for {self.settings.idle_timeout_s:g} s"))
+                    break
+                if self.finished:
                     break
                 try:
                     s.receive(frame)

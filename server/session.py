@@ -428,7 +428,9 @@ def _decode(data: bytes, encoding: str) -> np.ndarray:
         x = np.frombuffer(data, dtype="<f4").astype(np.float32)
         if not np.isfinite(x).all():
             raise ProtocolError("pcm_f32le audio contains NaN or infinite samples", "bad_audio")
-        return x
+        # Full scale is [-1, 1]; finite samples beyond it are clipped, as a converter
+        # would (their energy would otherwise overflow the features).
+        return np.clip(x, -1.0, 1.0, out=x)
     if encoding == "mulaw":
         return g711.mulaw_decode(data).astype(np.float32) / 32768.0
     if encoding == "alaw":
