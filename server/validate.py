@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Collection
 
 __all__ = ["FieldError", "integer", "choice", "text", "boolean", "json_depth", "loads", "MAX_DEPTH", "MAX_DIGITS"]
@@ -20,6 +21,7 @@ __all__ = ["FieldError", "integer", "choice", "text", "boolean", "json_depth", "
 MAX_DIGITS = 12  # no field of any protocol needs more (sample rates, counters, ms timestamps)
 MAX_DEPTH = 32  # nesting of JSON documents read from clients
 MAX_SHOWN = 40  # characters of a bad value quoted back in an error message
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class FieldError(ValueError):
@@ -120,9 +122,17 @@ def loads(doc: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
     if doc.count("[") + doc.count("{") > max_depth and json_depth(doc) > max_depth:
         raise FieldError(f"JSON nested deeper than {max_depth} levels")
     try:
-        return json.loads(doc, parse_constant=_no_constant)
+        obj = json.loads(doc, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         raise FieldError("not valid JSON") from None
+    if _SURROGATE.search(doc):
+        # "\ud800" alone decodes to a string no UTF-8 encoder accepts: every later echo of
+        # it (error messages, call events) would fail. Pairs (emoji) are fine.
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise FieldError("not valid JSON: a string holds an unpaired surrogate escape") from None
+    return obj
 
 
 def _no_constant(name: str) -> Any:

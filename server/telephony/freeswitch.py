@@ -58,11 +58,11 @@ class ForkConfig:
 
 
 def _rate(value: Any) -> int:
-    text = validate.text("sample rate", value, 12, numbers=True).strip().lower()
     try:
+        text = validate.text("sample rate", value, 12, numbers=True).strip().lower()
         rate = validate.integer("sample rate", text[:-1]) * 1000 if text.endswith("k") else validate.integer("sample rate", text)
     except validate.FieldError:
-        raise ForkError(f"bad sample rate {validate.shown(text)}") from None
+        raise ForkError(f"bad sample rate {validate.shown(value)}") from None
     if rate % 8000 or not 8000 <= rate <= 48000:
         raise ForkError(f"sample rate {rate}: use a multiple of 8000 up to 48000")
     return rate
