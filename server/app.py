@@ -29,7 +29,7 @@ from websockets.http11 import Request, Response
 
 from .auth import key_ok
 from .batcher import Batcher
-from .connection import SessionDriver
+from .connection import SessionDriver, limit_receive_buffers
 from .integrations import Integrations
 from .errors import HandshakeRefused, NotFound, ServerBusy, Unauthorized
 from .metrics import CONTENT_TYPE_LATEST, Metrics
@@ -135,6 +135,7 @@ class App:
             server_header="tingxie",
             select_subprotocol=self.integrations.select_subprotocol,
         )
+        limit_receive_buffers(self._server)
         self._port = self._server.sockets[0].getsockname()[1]
         search = self.rec.search_method
         if search == "prefix_beam":

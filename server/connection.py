@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -24,11 +25,22 @@ from .protocol import Error, ServerMessage, encode
 from .session import Session
 from .settings import Settings
 
-__all__ = ["SessionDriver"]
+__all__ = ["SessionDriver", "limit_receive_buffers"]
 
 log = logging.getLogger("tingxie.server")
 
 OUTBOX_HIGH = 256  # queued outgoing messages before reading pauses (a client not reading)
+# Receive buffer of accepted sockets (the kernel doubles it). While backpressure pauses
+# reading, a client's keepalive ping waits behind what the buffers hold; autotuned
+# buffers grow to tens of MB (minutes of audio, longer to decode than a client's ping
+# timeout). 128 KiB is seconds of audio and far above any real-time stream's needs.
+RECV_BUFFER_BYTES = 128 * 1024
+
+
+def limit_receive_buffers(server: Any) -> None:
+    """Accepted sockets inherit their listener's receive buffer size."""
+    for sock in server.sockets:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER_BYTES)
 
 
 class _Close:

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from .auth import twilio_signature_ok
+from .connection import limit_receive_buffers
 from .errors import HandshakeRefused, ServerBusy, Unauthorized
 from .settings import ConfigError
 from .telephony.audiosocket import FORMATS as AUDIOSOCKET_FORMATS
@@ -114,6 +115,7 @@ class Integrations:
                                  process_request=self._admit_compat,
                                  max_size=2 * s.max_frame_bytes, select_subprotocol=self.select_subprotocol,
                                  ping_interval=20, ping_timeout=None, close_timeout=5, server_header="tingxie")
+            limit_receive_buffers(server)
             self._servers.append(server)
             self.ports[name] = server.sockets[0].getsockname()[1]
             log.info("%s-compatible endpoint on %s:%d", name, s.host, self.ports[name])
