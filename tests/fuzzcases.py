@@ -351,7 +351,9 @@ def classify(endpoint: str, msgs: list, close: int | None) -> bool:
     if endpoint == "native":
         if close in (1000,) and msgs and msgs[-1].get("type") == "done":
             return True
-        if close == 1007:  # invalid UTF-8: the RFC's close, no message
+        if close == 1007 or (close == 1009 and not msgs):
+            # invalid UTF-8: the RFC's close, no message; a frame over twice the limit is
+            # cut off by the websocket layer (docs/protocol.md, frame_too_large)
             return True
         errors = [m for m in msgs if m.get("type") == "error"]
         return close in (1008, 1009) and len(errors) == 1 and errors[0]["code"] in NATIVE_CODES and msgs[-1] == errors[0]
