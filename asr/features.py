@@ -32,7 +32,8 @@ SUPPORTED_RATES = (8000, 16000, 22050, 44100, 48000)
 
 
 def to_float32(audio: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Mono audio as float32 in [-1, 1]: int16 is scaled by 1/32768, floats pass through."""
+    """Mono audio as float32 in [-1, 1]: int16 is scaled by 1/32768; floats are clipped to
+    full scale (NaN read as silence), as samples far beyond it overflow the features."""
     if isinstance(audio, np.ndarray):
         audio = torch.from_numpy(np.ascontiguousarray(audio))
     if audio.dim() != 1:
@@ -40,7 +41,7 @@ def to_float32(audio: np.ndarray | torch.Tensor) -> torch.Tensor:
     if audio.dtype == torch.int16:
         return audio.to(torch.float32) / 32768.0
     if audio.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        return audio.to(torch.float32)
+        return torch.nan_to_num(audio.to(torch.float32), nan=0.0).clamp(-1.0, 1.0)
     raise TypeError(f"audio must be int16 or float samples, got {audio.dtype}")
 
 

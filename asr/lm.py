@@ -225,6 +225,10 @@ class NgramLM:
     """
 
     MAX_ORDER = 5  # packed keys of 5 ids of a ~6k-unit vocabulary fit in int64
+    # Memo entries kept before the memos start afresh: about 250 bytes each, so the memo
+    # stays under ~50 MB (a server decoding for hours would otherwise hold hundreds of MB);
+    # a search refills what it uses within a few utterances.
+    MEMO_LIMIT = 200_000
 
     def __init__(self, grams: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], base: int,
                  unk_logp: float = -10.0) -> None:
@@ -365,6 +369,8 @@ class NgramLM:
         hit = self._bows.get(g)  # contexts recur far more than (context, unit) pairs
         if hit is None:
             i = self._find(g)
+            if len(self._bows) > self.MEMO_LIMIT:
+                self._bows.clear()
             hit = self._bows[g] = float(self._grams[len(g)][2][i]) if i >= 0 else 0.0
         return hit
 
@@ -393,7 +399,7 @@ class NgramLM:
             acc += self._bow(h)
             h = h[1:]
         best = max(best, acc + self.unk_logp)
-        if len(self._bounds) > 200_000:
+        if len(self._bounds) > self.MEMO_LIMIT:
             self._bounds.clear()
         self._bounds[state] = best
         return best
@@ -431,7 +437,7 @@ class NgramLM:
         nxt = full[n - j :] if j else ()
         nxt = self._states.setdefault(nxt, nxt)  # one tuple per state: the memo holds many of each
         out = (bow + lp, nxt)
-        if len(self._cache) > 1_000_000:
+        if len(self._cache) > self.MEMO_LIMIT or len(self._states) > self.MEMO_LIMIT:
             self.clear_cache()
         self._cache[key] = out
         return out

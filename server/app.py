@@ -2,9 +2,10 @@
 one `server.connection.SessionDriver` per websocket, and graceful shutdown.
 
 Routes on one port: `GET /` (browser page) and `/static/*`, `GET /healthz`,
-`GET /metrics`, the websocket `GET /v1/stream` (protocol: docs/protocol.md), and the
-OpenAI-compatible HTTP API (`server.http_api`, reached through `server.shared_port`;
-on a port of its own with `--http-port`).
+`GET /metrics` (API key as for streams unless `--metrics-auth none`), the websocket
+`GET /v1/stream` (protocol: docs/protocol.md), and the OpenAI-compatible HTTP API
+(`server.http_api`, reached through `server.shared_port`; on a port of its own with
+`--http-port`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import email.utils
 import functools
 import gc
-import hmac
 import http
 import json
 import logging
@@ -30,8 +30,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from .auth import key_ok
 from .batcher import Batcher
-from .connection import SessionDriver
+from .connection import SessionDriver, limit_receive_buffers
 from .integrations import Integrations
 from .errors import HandshakeRefused, NotFound, ServerBusy, Unauthorized
 from .http_api import TRANSCRIPTIONS_PATH, HttpApi
@@ -48,6 +49,7 @@ STREAM_PATH = "/v1/stream"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 HARD_FRAME_FACTOR = 2  # websockets cuts frames above this multiple of max_frame_bytes itself
+PING_INTERVAL_S = 20.0
 
 
 def _response(status: http.HTTPStatus, body: bytes, content_type: str, extra: list[tuple[str, str]] | None = None) -> Response:
@@ -134,12 +136,16 @@ class App:
             compression=None,  # audio does not compress; deflate would only cost CPU
             max_size=HARD_FRAME_FACTOR * s.max_frame_bytes,
             max_queue=4,
-            ping_interval=20,
-            ping_timeout=20,
+            # Pings keep idle NAT mappings open, but a missing pong never closes a
+            # connection: while backpressure pauses reading, the client's pong waits
+            # unread behind its audio (dead peers are found by the idle and send timeouts).
+            ping_interval=PING_INTERVAL_S,
+            ping_timeout=None,
             close_timeout=5,
             server_header="tingxie",
             select_subprotocol=self.integrations.select_subprotocol,
         )
+        limit_receive_buffers(self._server)
         self._port = self._server.sockets[0].getsockname()[1]
         search = self.rec.search_method
         if search == "prefix_beam":
@@ -180,12 +186,18 @@ class App:
         self.shutting_down = True
         log.info("shutting down: %d sessions to finish", len(self._drivers))
         assert self._server is not None
-        self._server.close(close_connections=False)
         for d in list(self._drivers):
             d.shutdown()
         self.integrations.shutdown()
+        # Keep listening while the sessions drain: /healthz and new handshakes get 503
+        # shutting_down (a load balancer can tell draining from dead), not a refused
+        # connection.
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        while (self._drivers or self.integrations.busy) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        self._server.close(close_connections=False)
         try:
-            await asyncio.wait_for(self._server.wait_closed(), self.settings.shutdown_timeout_s)
+            await asyncio.wait_for(self._server.wait_closed(), max(deadline - time.monotonic(), 1.0))
         except TimeoutError:
             log.warning("sessions still open after %.0f s: closing them", self.settings.shutdown_timeout_s)
             self._server.close(close_connections=True)
@@ -225,6 +237,8 @@ class App:
             if url.path == "/healthz":
                 return self._healthz()
             if url.path == "/metrics":
+                if self.settings.metrics_auth == "key":
+                    self.authorize(request, {})
                 return _response(http.HTTPStatus.OK, self.metrics.render(), CONTENT_TYPE_LATEST)
             if url.path in ("/", "/index.html"):
                 return self._static("index.html")
@@ -241,22 +255,37 @@ class App:
         return _response(e.status, (e.message + "\n").encode(), "text/plain; charset=utf-8", extra)
 
     def _admit(self, connection: ServerConnection, request: Request, query: dict[str, str]) -> None:
+        self.authorize(request, query)
+        self.take_slot(connection)
+
+    def authorize(self, request: Request, query: dict[str, str]) -> None:
+        """Unauthorized unless an API key is configured and given (Bearer header, or
+        `api_key` in the query) or none is configured."""
         keys = self.settings.api_key
         if keys:
             auth = request.headers.get("Authorization", "")
             given = auth[7:].strip() if auth[:7].lower() == "bearer " else query.get("api_key", "")
-            if not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
+            if not key_ok(given, keys):
                 raise Unauthorized("a valid API key is required (Authorization: Bearer KEY, or ?api_key=KEY)")
-        self.take_slot(connection)
 
-    def take_slot(self, connection: ServerConnection) -> None:
-        """Hold a session slot for `connection` until it closes; ServerBusy when shutting
-        down or at `max_sessions`."""
+    def hold_slot(self, holder: Any) -> None:
+        """Count `holder` (a connection, an AudioSocket call) against `max_sessions` until
+        `release_slot`; ServerBusy when shutting down or at the limit."""
         if self.shutting_down:
             raise ServerBusy("the server is shutting down")
         if len(self._slots) >= self.settings.max_sessions:
             raise ServerBusy(f"the server is busy: {self.settings.max_sessions} sessions are open")
-        self._slots.add(connection)
+        self._slots.add(holder)
+
+    def has_slot(self, holder: Any) -> bool:
+        return holder in self._slots
+
+    def release_slot(self, holder: Any) -> None:
+        self._slots.discard(holder)
+
+    def take_slot(self, connection: ServerConnection) -> None:
+        """Hold a session slot for `connection` until it closes (see `hold_slot`)."""
+        self.hold_slot(connection)
         # Release the slot however the connection ends (even if the handshake fails later).
         asyncio.get_running_loop().create_task(self._release_on_close(connection))
 
@@ -273,7 +302,8 @@ class App:
             "sessions": self.active_sessions,
             "max_sessions": self.settings.max_sessions,
         }
-        return _response(http.HTTPStatus.OK, json.dumps(body).encode(), "application/json")
+        status = http.HTTPStatus.SERVICE_UNAVAILABLE if self.shutting_down else http.HTTPStatus.OK
+        return _response(status, json.dumps(body).encode(), "application/json")
 
     def _static(self, name: str) -> Response:
         path = STATIC_DIR / name

@@ -10,9 +10,13 @@ never a polling sleep), and hands the batch to a single worker thread, which
 2. runs the utterance ends (`Stream.end_utterance`, and `Recognizer.transcribe_many` for
    the full-context final passes, one padded batch) for about as long as the step took,
    deferring the rest to the next batch so that a burst of finals never stalls the
-   partials of every stream; with `final_pass_max_wait_ms` (final pass "auto"), a pass
-   that has already waited that long, or that comes while the worker has been busy more
-   than MAX_BUSY_FOR_PASSES of the last seconds, gives way to the streaming result,
+   partials of every stream; with final pass "auto" a pass gives way to the streaming
+   result only under real overload: while the streaming steps alone kept the worker
+   busy more than MAX_STEP_SHARE_FOR_PASSES of the last seconds, or when it has waited
+   `final_pass_max_wait_ms` while the worker was busy (steps and passes) more than
+   MAX_BUSY_FOR_LATE_PASSES of that time (passes piling up). An idle engine always runs
+   the pass, whatever the timing of the queue. Each final request records which pass
+   produced its result (`FinalRequest.produced_by`),
 
 and the gatherer resolves the futures on the loop. An utterance end whose final is the
 streaming result (no full pass asked for, or none affordable now, and no rescoring) is
@@ -50,9 +54,13 @@ __all__ = ["Batcher", "BatchStats", "EngineClosed"]
 log = logging.getLogger("tingxie.engine")
 
 MIN_FINAL_BUDGET_S = 0.05
-# Final pass "auto": full passes run only while the worker was busy less than this share
-# of the last BUSY_WINDOW_S seconds (streaming steps come first; passes use what is left).
-MAX_BUSY_FOR_PASSES = 0.75
+# Final pass "auto": full passes run while the streaming steps (which must run) took less
+# than this share of the worker over the last BUSY_WINDOW_S seconds; passes use what is
+# left. Measured on the steps alone, so that the passes' own time cannot turn them off.
+MAX_STEP_SHARE_FOR_PASSES = 0.75
+# ... and a pass that has waited final_pass_max_wait_ms is dropped only while the worker
+# had (almost) no idle time: the passes are then piling up behind each other.
+MAX_BUSY_FOR_LATE_PASSES = 0.9
 BUSY_WINDOW_S = 3.0
 DEFERRED = object()  # a final pass left for the next batch
 
@@ -146,7 +154,8 @@ class Batcher:
         # they run); 0 until the first batch of them, which is then one pass alone.
         self._final_cost_per_s = 0.0
         self.passes_skipped = 0  # final passes that gave way to the streaming result (auto)
-        self._busy: collections.deque[tuple[float, float]] = collections.deque()  # (end, seconds) per batch
+        # (end, worker seconds, streaming-step seconds) per batch
+        self._busy: collections.deque[tuple[float, float, float]] = collections.deque()
 
     @property
     def queued(self) -> int:
@@ -205,6 +214,7 @@ class Batcher:
                 return fut
         elif self._streaming_final_now(request, loop.time()):
             # The stream's own result: nothing left for the model to do.
+            request.produced_by = "stream"
             if request.audio is not None:
                 self._count_skipped(1)
             try:
@@ -231,7 +241,7 @@ class Batcher:
             return False
         if req.audio is None:
             return True
-        return self.final_pass_max_wait is not None and self.busy_fraction(now) > MAX_BUSY_FOR_PASSES
+        return self.final_pass_max_wait is not None and self.step_fraction(now) > MAX_STEP_SHARE_FOR_PASSES
 
     # ------------------------------------------------------------------ gatherer
 
@@ -259,10 +269,10 @@ class Batcher:
             if not batch:
                 continue
             t0 = loop.time()
-            busy = self.busy_fraction(t0)
+            load = (self.step_fraction(t0), self.busy_fraction(t0))
             try:
                 outcomes, stats = await loop.run_in_executor(
-                    self._executor, self._work, [i.request for i in batch], [t0 - i.t for i in batch], busy
+                    self._executor, self._work, [i.request for i in batch], [t0 - i.t for i in batch], load
                 )
             except Exception:  # the worker itself failed: fail the batch, keep serving
                 log.exception("engine batch failed")
@@ -280,16 +290,23 @@ class Batcher:
             if stats is not None and stats.passes_skipped:
                 self._count_skipped(stats.passes_skipped)
             t1 = loop.time()
-            self._busy.append((t1, t1 - t0))
+            self._busy.append((t1, t1 - t0, stats.step_seconds if stats is not None else t1 - t0))
             if stats is not None and self.on_batch is not None:
                 wait = max(t0 - i.t for i in batch)
                 self.on_batch(dataclasses.replace(stats, max_wait_seconds=wait))
 
-    def busy_fraction(self, now: float) -> float:
-        """Share of the last BUSY_WINDOW_S seconds the worker spent on batches."""
+    def _window(self, now: float) -> collections.deque[tuple[float, float, float]]:
         while self._busy and self._busy[0][0] < now - BUSY_WINDOW_S:
             self._busy.popleft()
-        return min(1.0, sum(s for _, s in self._busy) / BUSY_WINDOW_S)
+        return self._busy
+
+    def busy_fraction(self, now: float) -> float:
+        """Share of the last BUSY_WINDOW_S seconds the worker spent on batches."""
+        return min(1.0, sum(s for _, s, _ in self._window(now)) / BUSY_WINDOW_S)
+
+    def step_fraction(self, now: float) -> float:
+        """Share of the last BUSY_WINDOW_S seconds the worker spent on streaming steps."""
+        return min(1.0, sum(s for _, _, s in self._window(now)) / BUSY_WINDOW_S)
 
     def _drop_cancelled(self) -> None:
         while self._queue and self._queue[0].future.done():
@@ -312,9 +329,10 @@ class Batcher:
     # ------------------------------------------------------------------ worker thread
 
     def _work(self, requests: list[Request], waits: list[float] | None = None,
-              busy: float = 0.0) -> tuple[list[Any], BatchStats]:
+              load: tuple[float, float] = (0.0, 0.0)) -> tuple[list[Any], BatchStats]:
         """Run one batch on the worker thread; waits: how long each request queued (s);
-        busy: the worker's recent busy fraction (`busy_fraction`)."""
+        load: the worker's recent (`step_fraction`, `busy_fraction`)."""
+        step_share, busy = load
         t0 = time.perf_counter()
         waits = waits or [0.0] * len(requests)
         skip_pass = self.final_pass_max_wait
@@ -347,8 +365,10 @@ class Batcher:
             if not isinstance(req, FinalRequest):
                 continue
             full = req.audio is not None
-            if full and skip_pass is not None and (waits[i] >= skip_pass or busy > MAX_BUSY_FOR_PASSES):
-                full = False  # auto: late, or no spare capacity: the streaming result it is
+            if full and skip_pass is not None and (
+                step_share > MAX_STEP_SHARE_FOR_PASSES or (waits[i] >= skip_pass and busy > MAX_BUSY_FOR_LATE_PASSES)
+            ):
+                full = False  # auto, overloaded: the streaming result it is
                 skipped += 1
             cost = req.audio.size / req.sample_rate * self._final_cost_per_s if full else 0.0
             if full and passes and (not self._final_cost_per_s or planned + cost > budget):
@@ -358,6 +378,7 @@ class Batcher:
             planned += cost
             try:
                 outcomes[i] = req.stream.end_utterance()
+                req.produced_by = "full" if full else "stream"
                 if full:
                     passes.append(i)
             except Exception:

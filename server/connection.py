@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -24,11 +25,22 @@ from .protocol import Error, ServerMessage, encode
 from .session import Session
 from .settings import Settings
 
-__all__ = ["SessionDriver"]
+__all__ = ["SessionDriver", "limit_receive_buffers"]
 
 log = logging.getLogger("tingxie.server")
 
 OUTBOX_HIGH = 256  # queued outgoing messages before reading pauses (a client not reading)
+# Receive buffer of accepted sockets (the kernel doubles it). While backpressure pauses
+# reading, a client's keepalive ping waits behind what the buffers hold; autotuned
+# buffers grow to tens of MB (minutes of audio, longer to decode than a client's ping
+# timeout). 128 KiB is seconds of audio and far above any real-time stream's needs.
+RECV_BUFFER_BYTES = 128 * 1024
+
+
+def limit_receive_buffers(server: Any) -> None:
+    """Accepted sockets inherit their listener's receive buffer size."""
+    for sock in server.sockets:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER_BYTES)
 
 
 class _Close:
@@ -86,19 +98,23 @@ class SessionDriver:
     # -- input
 
     async def _read_loop(self) -> None:
+        # Reading goes on after `end` (without an idle timeout: the client waits for its
+        # finals), so that anything sent after it gets `unexpected_message`.
         s = self.session
         try:
-            while not (self.finished or s.ending):
+            while not self.finished:
                 while self._must_wait():
                     self.progress.clear()
                     await self.progress.wait()
                 if self.finished:
                     break
                 try:
-                    async with asyncio.timeout(self.settings.idle_timeout_s):
+                    async with asyncio.timeout(None if s.ending else self.settings.idle_timeout_s):
                         frame = await self.ws.recv()
                 except TimeoutError:
                     self.fail(IdleTimeout(f"no message for {self.settings.idle_timeout_s:g} s"))
+                    break
+                if self.finished:
                     break
                 try:
                     s.receive(frame)
@@ -177,7 +193,7 @@ class SessionDriver:
     # -- output
 
     def _queue(self, msg: ServerMessage) -> None:
-        self.metrics.messages.labels(type=msg.type).inc()
+        self.metrics.on_message(msg)
         self.outbox.put_nowait(encode(msg))
 
     async def _send_loop(self) -> None:

@@ -18,7 +18,6 @@ in length-sorted batches by `asr.batch` (the offline pipeline).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import math
@@ -37,6 +36,7 @@ from asr.batch.inputs import InputItem
 from asr.batch.pipeline import BatchOptions, prepare, recognize_prepared
 from asr.batch.results import Segment, Transcript
 
+from .auth import key_ok
 
 __all__ = ["HttpApi", "ApiError", "TRANSCRIPTIONS_PATH", "RESPONSE_FORMATS"]
 
@@ -47,6 +47,8 @@ RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
 MANDARIN = {"zh", "zh-cn", "zh-hans", "cmn", "chinese", "mandarin"}
 MAX_FIELD_BYTES = 16 * 1024  # a non-file form field
+MAX_FIELDS_BYTES = 64 * 1024  # all non-file fields together (a chunked body has no Content-Length)
+MAX_PARTS = 64
 MAX_PENDING = 8  # requests queued for the model beyond the one running
 
 
@@ -131,7 +133,7 @@ class HttpApi:
             return
         auth = request.headers.get("Authorization", "")
         given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-        if not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
+        if not key_ok(given, keys):
             raise ApiError(401, "Incorrect API key provided (Authorization: Bearer KEY).", "invalid_api_key")
 
     async def _not_found(self, request: Any):
@@ -187,26 +189,38 @@ class HttpApi:
         if request.content_length is not None and request.content_length > self.max_upload_bytes + MAX_FIELD_BYTES:
             raise ApiError(413, f"Maximum content size limit ({self.max_upload_bytes} bytes) exceeded "
                                 f"({request.content_length} bytes).", "file_too_large", "file")
+        from aiohttp.http_exceptions import HttpProcessingError  # noqa: PLC0415 (optional until the API is on)
+
         fields: dict[str, list[str]] = {}
         data_path = filename = None
+        field_bytes = parts = 0
         try:
             reader = await request.multipart()
             async for part in reader:
+                parts += 1
+                if parts > MAX_PARTS:
+                    raise ApiError(400, f"Too many parts in the form (at most {MAX_PARTS}).", "invalid_multipart")
                 if part.name == "file":
                     if data_path is not None:
                         raise ApiError(400, "Only one 'file' may be uploaded per request.", "invalid_value", "file")
-                    filename = part.filename or "upload"
+                    filename = _filename(part.filename)
                     data_path = await self._save(part)
-                elif part.name:
-                    fields.setdefault(part.name, []).append(await self._field(part))
+                else:
+                    value = await self._field(part)
+                    field_bytes += len(value.encode("utf-8", "surrogateescape"))
+                    if field_bytes > MAX_FIELDS_BYTES:
+                        raise ApiError(413, f"The form's fields exceed {MAX_FIELDS_BYTES} bytes.", "fields_too_large")
+                    if part.name:
+                        fields.setdefault(part.name, []).append(value)
         except ApiError:
             if data_path:
                 os.unlink(data_path)
             raise
-        except (ValueError, AssertionError) as e:  # malformed multipart
+        except (ValueError, AssertionError, HttpProcessingError) as e:  # malformed multipart
             if data_path:
                 os.unlink(data_path)
-            raise ApiError(400, f"Malformed multipart body: {e}", "invalid_multipart") from None
+            detail = e.message if isinstance(e, HttpProcessingError) else str(e)
+            raise ApiError(400, f"Malformed multipart body: {str(detail)[:200]}", "invalid_multipart") from None
         try:
             return self._validate(fields, data_path, filename)
         except ApiError:
@@ -282,7 +296,9 @@ class HttpApi:
         if prepared.error:
             if prepared.internal:
                 raise RuntimeError(prepared.error)
-            raise ApiError(400, f"Could not decode the audio: {prepared.error}", "invalid_audio", "file")
+            # The decoder names the file it read: the client knows it by its own name.
+            message = prepared.error.replace(req.data_path, req.filename).replace(os.path.basename(req.data_path), req.filename)
+            raise ApiError(400, f"Could not decode the audio: {message}", "invalid_audio", "file")
         (outcome,) = recognize_prepared(self.engine, [prepared], self.record)
         assert outcome.transcript is not None
         return outcome.transcript
@@ -315,6 +331,17 @@ async def _one_request_per_connection(request: Any, handler: Any) -> Any:
     response = await handler(request)
     response.force_close()
     return response
+
+
+def _filename(name: str | None) -> str:
+    """The upload's file name, for labels and messages: control characters (a NUL would
+    reach the decoder's C strings) are refused."""
+    if not name:
+        return "upload"
+    if len(name) > 255 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise ApiError(400, "Invalid filename: it must not contain control characters (at most 255 characters).",
+                       "invalid_value", "file")
+    return name
 
 
 def _segment(i: int, s: Segment) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
 import secrets
 from typing import Any, Awaitable, Callable
@@ -26,7 +27,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from .compat.funasr import handle_funasr
 from .compat.vosk import handle_vosk
 from .compat.wenet import handle_wenet
-from .errors import HandshakeRefused
+from .auth import twilio_signature_ok
+from .connection import limit_receive_buffers
+from .errors import HandshakeRefused, ServerBusy, Unauthorized
 from .settings import ConfigError
 from .telephony.audiosocket import FORMATS as AUDIOSOCKET_FORMATS
 from .telephony.audiosocket import handle_audiosocket
@@ -82,6 +85,7 @@ class Integrations:
         self.compat = parse_compat(tuple(getattr(s, "compat", ())))
         self.audiosocket_port: int = getattr(s, "audiosocket_port", -1)
         self.audiosocket_format: str = getattr(s, "audiosocket_format", "slin")
+        self.audiosocket_allow = tuple(ipaddress.ip_network(n, strict=False) for n in getattr(s, "audiosocket_allow", ()))
         if self.audiosocket_format not in AUDIOSOCKET_FORMATS:
             raise ConfigError(f"--audiosocket-format must be one of {', '.join(AUDIOSOCKET_FORMATS)}")
         self.hub = Hub()
@@ -108,22 +112,28 @@ class Integrations:
             server = await serve(functools.partial(self._serve_compat, name), s.host, port, compression=None,
                                  process_request=self._admit_compat,
                                  max_size=2 * s.max_frame_bytes, select_subprotocol=self.select_subprotocol,
-                                 ping_interval=20, ping_timeout=20, close_timeout=5, server_header="tingxie")
+                                 ping_interval=20, ping_timeout=None, close_timeout=5, server_header="tingxie")
+            limit_receive_buffers(server)
             self._servers.append(server)
             self.ports[name] = server.sockets[0].getsockname()[1]
             log.info("%s-compatible endpoint on %s:%d", name, s.host, self.ports[name])
         if self.audiosocket_port >= 0:
-            self._tcp = await asyncio.start_server(self._serve_audiosocket, s.host, self.audiosocket_port)
+            host = getattr(s, "audiosocket_host", "127.0.0.1")
+            self._tcp = await asyncio.start_server(self._serve_audiosocket, host, self.audiosocket_port)
             self.ports["audiosocket"] = self._tcp.sockets[0].getsockname()[1]
-            log.info("AudioSocket on %s:%d (0x10 carries %s)", s.host, self.ports["audiosocket"], self.audiosocket_format)
+            log.info("AudioSocket on %s:%d (0x10 carries %s; peers: %s)", host, self.ports["audiosocket"],
+                     self.audiosocket_format, ", ".join(map(str, self.audiosocket_allow)) or "any")
+
+    @property
+    def busy(self) -> bool:
+        """Calls or compat sessions are still being served."""
+        return bool(self._connections)
 
     def shutdown(self) -> None:
-        """Stop accepting; end every call (their finals still reach subscribers)."""
+        """End every call (their finals still reach subscribers). The listeners stay open
+        until `close`: new connections are refused (503, or a closed socket for
+        AudioSocket) while the calls drain."""
         self.shutting_down = True
-        for server in self._servers:
-            server.close(close_connections=False)
-        if self._tcp is not None:
-            self._tcp.close()
         for conn in list(self._connections):
             if isinstance(conn, asyncio.StreamWriter):
                 conn.transport.abort()  # as if Asterisk hung up: the call's finals still go out
@@ -136,6 +146,10 @@ class Integrations:
         if not self.shutting_down:
             self.shutdown()
         timeout = self.app.settings.shutdown_timeout_s
+        for server in self._servers:
+            server.close(close_connections=False)
+        if self._tcp is not None:
+            self._tcp.close()
         for server in self._servers:
             try:
                 await asyncio.wait_for(server.wait_closed(), timeout)
@@ -157,7 +171,18 @@ class Integrations:
         url = urlsplit(request.path)
         path = url.path
         if path == TWILIO_PATH:
-            self.app.take_slot(connection)  # Twilio sends no headers: key in customParameters
+            token = getattr(self.app.settings, "twilio_auth_token", "")
+            if token:
+                signature = request.headers.get("X-Twilio-Signature", "")
+                if not twilio_signature_ok(token, signature, request.headers.get("Host", ""), request.path):
+                    raise Unauthorized("a valid X-Twilio-Signature is required")
+                self.app.take_slot(connection)
+            elif not self.app.settings.api_key:
+                self.app.take_slot(connection)
+            # else: the key comes in the start message's customParameters; the call holds a
+            # slot only once that is checked (handle_twilio), so strangers hold none.
+            if self.app.shutting_down:
+                raise ServerBusy("the server is shutting down")
             return True
         if path == FREESWITCH_PATH or path.lstrip("/") in COMPAT_NAMES or call_id_from_path(path):
             self.app._admit(connection, request, dict(parse_qsl(url.query)))
@@ -227,9 +252,33 @@ class Integrations:
     async def _serve_compat(self, name: str, connection: ServerConnection) -> None:
         await self._tracked(connection, _compat_handler(name)(self, connection))
 
+    def audiosocket_peer_ok(self, peer: Any) -> bool:
+        if not self.audiosocket_allow:
+            return True
+        try:
+            addr = ipaddress.ip_address(str(peer[0]).split("%")[0])
+        except (TypeError, ValueError, IndexError):
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self.audiosocket_allow)
+
     async def _serve_audiosocket(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.shutting_down:
-            writer.close()
+        peer = writer.get_extra_info("peername")
+        if not self.audiosocket_peer_ok(peer):
+            log.warning("audiosocket: connection from %s refused (not in --audiosocket-allow)", peer)
+            self.app.metrics.rejected.labels(status="audiosocket_peer").inc()
+            writer.transport.abort()
             return
-        await self._tracked(writer, handle_audiosocket(self, reader, writer, self.audiosocket_format))
+        try:
+            self.app.hold_slot(writer)  # an AudioSocket call counts against --max-sessions
+        except ServerBusy as e:
+            log.warning("audiosocket: call from %s refused: %s", peer, e.message)
+            self.app.metrics.rejected.labels(status=str(e.status.value)).inc()
+            writer.transport.abort()
+            return
+        try:
+            await self._tracked(writer, handle_audiosocket(self, reader, writer, self.audiosocket_format))
+        finally:
+            self.app.release_slot(writer)
 

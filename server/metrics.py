@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -38,6 +39,10 @@ class Metrics:
         self.queue_wait = Histogram(
             "tingxie_queue_wait_seconds", "Longest wait of a request for its batch", buckets=buckets, registry=r
         )
+        self.finals = Counter(
+            "tingxie_finals", "Finals sent, by the decoding that produced them (full-context pass or streaming)", ["pass"],
+            registry=r,
+        )
         self.passes_skipped = Counter(
             "tingxie_final_passes_skipped", "Final passes replaced by the streaming result (engine behind)", registry=r
         )
@@ -45,6 +50,12 @@ class Metrics:
             "tingxie_real_time_factor", f"Worker busy time / audio decoded, over the last {RTF_WINDOW_S:.0f} s", registry=r
         )
         self._window: collections.deque[tuple[float, float, float]] = collections.deque()
+
+    def on_message(self, msg: Any) -> None:
+        """A server message sent to a client (or a call's subscribers)."""
+        self.messages.labels(type=msg.type).inc()
+        if msg.type == "final":
+            self.finals.labels(**{"pass": msg.pass_}).inc()
 
     def on_pass_skipped(self, n: int) -> None:
         self.passes_skipped.inc(n)

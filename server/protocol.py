@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Mapping, Union
 
+from . import validate
 from .errors import ProtocolError
 
 __all__ = [
@@ -63,37 +64,24 @@ class AudioFormat:
         return self.bytes_per_sample * self.channels
 
 
-def _int_value(key: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise ProtocolError(f"{key} must be an integer, got {json.dumps(value)}", "bad_config")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    raise ProtocolError(f"{key} must be an integer, got {json.dumps(value, ensure_ascii=False)}", "bad_config")
-
-
 def parse_format(values: Mapping[str, Any], base: AudioFormat = AudioFormat()) -> AudioFormat:
     """`base` with the format keys present in `values` applied and validated (values may
     be strings, as in a query string). Keys other than the format keys are ignored here."""
     rate, encoding, channels = base.sample_rate, base.encoding, base.channels
-    if "sample_rate" in values:
-        rate = _int_value("sample_rate", values["sample_rate"])
-        if not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
-            raise ProtocolError(
-                f"sample_rate {rate} is not supported: use {SAMPLE_RATES[0]} to {SAMPLE_RATES[1]} Hz", "bad_config"
-            )
-    if "encoding" in values:
-        encoding = values["encoding"]
-        if encoding not in ENCODINGS:
-            shown = json.dumps(encoding, ensure_ascii=False)[:40]
-            raise ProtocolError(f"unknown encoding {shown}: use one of {', '.join(ENCODINGS)}", "bad_config")
-    if "channels" in values:
-        channels = _int_value("channels", values["channels"])
-        if not 1 <= channels <= MAX_CHANNELS:
-            raise ProtocolError(f"channels must be 1 to {MAX_CHANNELS}, got {channels}", "bad_config")
+    try:
+        if "sample_rate" in values:
+            rate = validate.integer("sample_rate", values["sample_rate"])
+            if not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
+                raise validate.FieldError(
+                    f"sample_rate {rate} is not supported: use {SAMPLE_RATES[0]} to {SAMPLE_RATES[1]} Hz")
+        if "encoding" in values:
+            encoding = values["encoding"]
+            if not isinstance(encoding, str) or encoding not in ENCODINGS:  # lists and objects: never hashed
+                raise validate.FieldError(f"unknown encoding {validate.shown(encoding)}: use one of {', '.join(ENCODINGS)}")
+        if "channels" in values:
+            channels = validate.integer("channels", values["channels"], 1, MAX_CHANNELS)
+    except validate.FieldError as e:
+        raise ProtocolError(str(e), "bad_config") from None
     return AudioFormat(rate, encoding, channels)
 
 
@@ -125,9 +113,9 @@ def parse(frame: str | bytes) -> ClientMessage:
     if isinstance(frame, (bytes, bytearray, memoryview)):
         return Audio(bytes(frame))
     try:
-        obj = json.loads(frame)
-    except (ValueError, RecursionError):
-        raise ProtocolError("text messages must be JSON objects", "bad_json") from None
+        obj = validate.loads(frame)
+    except validate.FieldError as e:
+        raise ProtocolError(f"text messages must be JSON objects: {e}", "bad_json") from None
     if not isinstance(obj, dict):
         raise ProtocolError("text messages must be JSON objects", "bad_json")
     kind = obj.get("type")
@@ -145,7 +133,7 @@ def parse(frame: str | bytes) -> ClientMessage:
         return End()
     if kind is None:
         raise ProtocolError('text messages need a "type"', "bad_message")
-    shown = json.dumps(kind, ensure_ascii=False)[:40]
+    shown = validate.shown(kind)
     raise ProtocolError(f'unknown message type {shown}: the client sends "start" and "end"', "bad_message")
 
 
@@ -201,6 +189,9 @@ class Final:
     end: float
     confidence: float
     tokens: tuple[TokenInfo, ...] = ()
+    # Which decoding produced the text: "full" (full-context pass over the utterance) or
+    # "stream" (the streaming result). Sent as "pass".
+    pass_: str = "full"
 
 
 @dataclass(frozen=True)
@@ -229,7 +220,7 @@ def to_dict(msg: ServerMessage) -> dict[str, Any]:
             v = _p(v)
         elif f.name == "tokens":
             v = [{"text": t.text, "start": _t(t.start), "end": _t(t.end), "confidence": _p(t.confidence)} for t in v]
-        out[f.name] = v
+        out[f.name.rstrip("_")] = v
     return out
 
 

@@ -89,6 +89,7 @@ class FinalRequest:
     sample_rate: int
     offset_s: float
     emit: bool
+    produced_by: str = ""  # set by the engine: "full" (the full-context pass) or "stream"
 
 
 Request = Union[ChunkRequest, FinalRequest]
@@ -371,8 +372,10 @@ class Session:
         if req.emit:
             off = req.offset_s
             tokens = tuple(TokenInfo(t.text, t.start + off, t.end + off, t.confidence) for t in result.tokens)
+            produced_by = req.produced_by or ("full" if req.audio is not None else "stream")
             self._messages.append(
-                Final(req.channel, ch.utterance, result.text, result.start + off, result.end + off, result.confidence, tokens)
+                Final(req.channel, ch.utterance, result.text, result.start + off, result.end + off, result.confidence,
+                      tokens, produced_by)
             )
             ch.utterance += 1
         ch.text = ""
@@ -425,7 +428,9 @@ def _decode(data: bytes, encoding: str) -> np.ndarray:
         x = np.frombuffer(data, dtype="<f4").astype(np.float32)
         if not np.isfinite(x).all():
             raise ProtocolError("pcm_f32le audio contains NaN or infinite samples", "bad_audio")
-        return x
+        # Full scale is [-1, 1]; finite samples beyond it are clipped, as a converter
+        # would (their energy would otherwise overflow the features).
+        return np.clip(x, -1.0, 1.0, out=x)
     if encoding == "mulaw":
         return g711.mulaw_decode(data).astype(np.float32) / 32768.0
     if encoding == "alaw":

@@ -9,6 +9,7 @@ docs/deployment.md lists).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -58,6 +59,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_wait_ms", float, "longest a chunk waits for others to join its batch"),
     Option("max_sessions", int, "concurrent sessions; more connections get HTTP 503"),
     Option("api_key", str, "accepted API key (repeat for several; none: no authentication)", multiple=True),
+    Option("metrics_auth", str, "GET /metrics: key (the API key, when keys are configured) or none (open)",
+           ("key", "none")),
     Option("max_frame_bytes", int, "largest websocket message accepted (close 1009 above)"),
     Option("max_buffer_s", float, "undecoded audio per session before reading pauses (backpressure)"),
     Option("idle_timeout_s", float, "close a session that sends nothing for this long"),
@@ -89,7 +92,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_upload_mb", float, "largest file the HTTP API accepts, in MB"),
     # Call-center and compatibility protocols (server/integrations.py, docs/integrations.md).
     Option("twilio_roles", str, "roles of the Twilio tracks, e.g. inbound=customer,outbound=agent"),
+    Option("twilio_auth_token", str, "Twilio account auth token: /twilio handshakes must carry a valid "
+           "X-Twilio-Signature"),
     Option("audiosocket_port", int, "TCP port for Asterisk AudioSocket (-1: off, 0: any free port)"),
+    Option("audiosocket_host", str, "address AudioSocket listens on (it has no credentials: loopback by default)"),
+    Option("audiosocket_allow", str, "peer network allowed to connect to AudioSocket, e.g. 10.0.0.0/8 (repeat; "
+           "none: any peer that reaches the address)", multiple=True),
     Option("audiosocket_format", str, "what AudioSocket kind 0x10 carries (Dial(AudioSocket/...c(ulaw)) sends ulaw as 0x10)",
            ("slin", "ulaw", "alaw")),
     Option("webhook_url", str, "POST each final, DTMF digit and call end of telephony calls here (needs aiohttp)"),
@@ -108,6 +116,7 @@ class Settings:
     max_wait_ms: float = 10.0
     max_sessions: int = 64
     api_key: tuple[str, ...] = ()
+    metrics_auth: str = "key"
     max_frame_bytes: int = 1 << 20
     max_buffer_s: float = 30.0
     idle_timeout_s: float = 60.0
@@ -132,7 +141,10 @@ class Settings:
     http_port: int = -1
     max_upload_mb: float = 25.0
     twilio_roles: str = "inbound=customer,outbound=agent"
+    twilio_auth_token: str = ""
     audiosocket_port: int = -1
+    audiosocket_host: str = "127.0.0.1"
+    audiosocket_allow: tuple[str, ...] = ()
     audiosocket_format: str = "slin"
     webhook_url: str = ""
     compat: tuple[str, ...] = ()
@@ -155,6 +167,11 @@ class Settings:
                 raise ConfigError(f"{opt.name} must be one of {', '.join(opt.choices)}")
         if any(not k for k in self.api_key):
             raise ConfigError("API keys must not be empty")
+        for net in self.audiosocket_allow:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ConfigError(f"audiosocket_allow {net!r} is not a network (e.g. 10.0.0.0/8)") from None
         endpoint = EndpointConfig(
             blank_threshold=self.blank_threshold,
             silence_without_speech_ms=self.no_speech_ms,
@@ -192,6 +209,7 @@ class Settings:
         """The settings as plain values, API keys hidden (for logs)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         out["api_key"] = f"{len(self.api_key)} configured"
+        out["twilio_auth_token"] = "set" if self.twilio_auth_token else "not set"
         out["model"] = str(self.model)
         return out
 
@@ -201,7 +219,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = Settings.__dataclass_fields__
     for opt in OPTIONS:
         default = defaults[opt.name].default
-        shown = "" if opt.name in ("model", "api_key") else f" (default {default})"
+        shown = "" if opt.name in ("model", "api_key", "twilio_auth_token") else f" (default {default})"
         kw: dict[str, Any] = dict(default=None, help=f"{opt.help}{shown}; env {opt.env}")
         if opt.multiple:
             parser.add_argument(opt.flag, action="append", type=opt.type, metavar=opt.name.upper(), **kw)

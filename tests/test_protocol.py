@@ -100,6 +100,7 @@ def test_encode_server_messages():
         "type": "final", "channel": 0, "utterance": 0, "text": "今天", "start": 0.1, "end": 0.5, "confidence": 0.8765,
         "tokens": [{"text": "今", "start": 0.1, "end": 0.3, "confidence": 0.9},
                    {"text": "天", "start": 0.3, "end": 0.5, "confidence": 0.0}],
+        "pass": "full",
     }
     assert "今天" in encode(final)  # UTF-8 text, not \u escapes
     assert json.loads(encode(Done(12.3456))) == {"type": "done", "audio_seconds": 12.346}

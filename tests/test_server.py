@@ -451,7 +451,7 @@ async def test_streaming_finals_resolve_on_submission():
         here = threading.current_thread().name
         plain = engine.submit(FinalRequest(0, St(), None, 16000, 0.0, True))
         assert plain.done() and plain.result() == ("stream", here)
-        engine.busy_fraction = lambda now: 1.0  # auto, no spare capacity for a full pass
+        engine.step_fraction = lambda now: 1.0  # auto, no spare capacity for a full pass
         auto = engine.submit(FinalRequest(0, St(), np.zeros(160, np.float32), 16000, 0.0, True))
         assert auto.done() and auto.result() == ("stream", here)
         assert engine.passes_skipped == 1 and skipped == [1]
@@ -487,10 +487,10 @@ async def test_final_passes_run_batched_and_equal_transcribe(random_model_dir, m
     assert [s.finals for s in stats] == [1, len(audios) - 1]
 
 
-async def test_auto_final_pass_gives_way_to_the_streaming_result_when_late(random_model_dir):
-    """final_pass auto: a final pass that waited past final_pass_max_wait_ms, or that
-    comes while the worker has no spare capacity, is replaced by the stream's own result;
-    one on time on an idle engine is the full-context pass."""
+async def test_auto_final_pass_gives_way_to_the_streaming_result_only_under_overload(random_model_dir):
+    """final_pass auto: a final pass is replaced by the stream's own result only when the
+    streaming steps leave no spare capacity, or when it waited past final_pass_max_wait_ms
+    while the worker was saturated. On an idle engine it runs however long it waited."""
     rec = Recognizer.from_dir(random_model_dir, device="cpu")
     audio = speech_like(1.5, seed=50)
 
@@ -502,17 +502,26 @@ async def test_auto_final_pass_gives_way_to_the_streaming_result_when_late(rando
     want_stream = streamed().end_utterance()
     want_full = rec.transcribe(audio, 16000)
     assert want_stream.text != want_full.text  # else the test could not tell them apart
-    cases = ((0.0, False, want_stream, 1), (60_000.0, False, want_full, 0), (60_000.0, True, want_stream, 1))
-    for max_wait_ms, busy_s, want, skipped in cases:
+    # (max wait ms, step share, total busy share, expected result, passes skipped)
+    cases = (
+        (0.0, 0.0, 0.0, want_full, 0),  # late on an idle engine: the pass still runs
+        (0.0, 0.3, 0.6, want_full, 0),  # late, spare capacity left
+        (60_000.0, 1.0, 1.0, want_stream, 1),  # the streaming steps fill the worker
+        (0.0, 0.5, 1.0, want_stream, 1),  # late and the worker saturated: passes pile up
+    )
+    for max_wait_ms, steps, busy, want, skipped in cases:
         engine = Batcher(rec, max_wait_ms=1, final_pass_max_wait_ms=max_wait_ms)
         await engine.start()
         try:
-            if busy_s:  # the worker was busy all of the last seconds: no spare capacity for passes
-                engine.busy_fraction = lambda now: 1.0  # (load itself would make the test timing-dependent)
-            got = await engine.submit(FinalRequest(0, streamed(), audio, 16000, 0.0, True))
+            # (load itself would make the test timing-dependent)
+            engine.step_fraction = lambda now, v=steps: v
+            engine.busy_fraction = lambda now, v=busy: v
+            req = FinalRequest(0, streamed(), audio, 16000, 0.0, True)
+            got = await engine.submit(req)
         finally:
             await engine.close()
         assert got.text == want.text and engine.passes_skipped == skipped
+        assert req.produced_by == ("stream" if skipped else "full")
 
 
 def test_build_recognizer_from_settings(random_model_dir):

@@ -9,7 +9,7 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
-__all__ = ["Outbox", "dumps"]
+__all__ = ["Outbox", "dumps", "next_frame"]
 
 
 def dumps(obj: Any, indent: int | None = None) -> str:
@@ -45,3 +45,10 @@ class Outbox:
                 await self.ws.send(item)
         except ConnectionClosed:
             return
+
+
+async def next_frame(ws: Any, idle_s: float) -> str | bytes:
+    """The client's next frame; TimeoutError after `idle_s` seconds without one
+    (`--idle-timeout-s`, as on the native endpoint)."""
+    async with asyncio.timeout(idle_s):
+        return await ws.recv()

@@ -24,9 +24,10 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
+from .. import validate
 from ..protocol import SAMPLE_RATES, Error, Final, Partial, ServerMessage
 from ..telephony.runner import SessionRunner
-from .common import Outbox, dumps
+from .common import Outbox, dumps, next_frame
 
 __all__ = ["FunasrConfig", "FunasrError", "parse_config", "handle_funasr"]
 
@@ -51,37 +52,36 @@ class FunasrConfig:
 
 def _chunk_size(value: Any) -> tuple[int, ...]:
     parts = value.split(",") if isinstance(value, str) else value
-    try:
-        out = tuple(int(p) for p in parts)
-    except (TypeError, ValueError):
-        raise FunasrError(f"bad chunk_size {str(value)[:40]!r}") from None
-    if len(out) != 3 or any(p < 0 for p in out):
+    if not isinstance(parts, (list, tuple)) or len(parts) != 3:
         raise FunasrError("chunk_size has three non-negative numbers, e.g. [5, 10, 5]")
-    return out
+    try:
+        return tuple(validate.integer("chunk_size", p, 0, 1000) for p in parts)
+    except validate.FieldError as e:
+        raise FunasrError(f"{e} (chunk_size has three numbers, e.g. [5, 10, 5])") from None
 
 
 def parse_config(obj: dict[str, Any], base: FunasrConfig | None = None) -> FunasrConfig:
     b = base or FunasrConfig()
-    mode = obj.get("mode", b.mode)
-    if mode not in MODES:
-        raise FunasrError(f"mode must be online, offline or 2pass, not {str(mode)[:20]!r}")
-    fs = obj.get("audio_fs", b.audio_fs)
-    if isinstance(fs, str) and fs.isdigit():
-        fs = int(fs)
-    if not isinstance(fs, int) or isinstance(fs, bool) or not SAMPLE_RATES[0] <= fs <= SAMPLE_RATES[1]:
-        raise FunasrError(f"audio_fs must be {SAMPLE_RATES[0]} to {SAMPLE_RATES[1]}")
-    fmt = str(obj.get("wav_format", "pcm")).lower()
-    if fmt not in ("pcm", "wav"):
-        raise FunasrError("ERROR. Real-time transcription service ONLY SUPPORT PCM stream.")
-    hot = obj.get("hotwords", None)
-    if isinstance(hot, str) and hot.strip():
-        try:
-            hot = json.loads(hot)
-        except ValueError:
-            hot = {w: 0 for w in hot.split()}  # older clients: space-separated words
-    return FunasrConfig(mode, str(obj.get("wav_name", b.wav_name))[:200], fs,
-                        _chunk_size(obj["chunk_size"]) if "chunk_size" in obj else b.chunk_size,
-                        hot if isinstance(hot, dict) else b.hotwords, bool(obj.get("itn", b.itn)))
+    try:
+        mode = obj.get("mode", b.mode)
+        if not isinstance(mode, str) or mode not in MODES:
+            raise FunasrError(f"mode must be online, offline or 2pass, not {validate.shown(mode)}")
+        fs = validate.integer("audio_fs", obj.get("audio_fs", b.audio_fs), SAMPLE_RATES[0], SAMPLE_RATES[1])
+        fmt = validate.text("wav_format", obj.get("wav_format", "pcm"), 20).lower()
+        if fmt not in ("pcm", "wav"):
+            raise FunasrError("ERROR. Real-time transcription service ONLY SUPPORT PCM stream.")
+        hot = obj.get("hotwords", None)
+        if isinstance(hot, str) and hot.strip():
+            try:
+                hot = validate.loads(hot)
+            except validate.FieldError:
+                hot = {w: 0 for w in hot.split()}  # older clients: space-separated words
+        wav_name = validate.text("wav_name", obj.get("wav_name", b.wav_name), 200, numbers=True)
+        itn = obj.get("itn", b.itn)
+    except validate.FieldError as e:
+        raise FunasrError(str(e)) from None
+    return FunasrConfig(mode, wav_name, fs, _chunk_size(obj["chunk_size"]) if "chunk_size" in obj else b.chunk_size,
+                        hot if isinstance(hot, dict) else b.hotwords, bool(itn))
 
 
 def _delta(sent: str, text: str) -> str:
@@ -147,7 +147,11 @@ async def handle_funasr(integ: Any, ws: Any) -> None:
         await out.close(1008, "bad request")
 
     try:
-        async for frame in ws:
+        while True:
+            try:
+                frame = await next_frame(ws, integ.app.settings.idle_timeout_s)
+            except TimeoutError:
+                return await fail(f"no message for {integ.app.settings.idle_timeout_s:g} s")
             if isinstance(frame, bytes):
                 if cfg is None:
                     continue  # the reference server drops audio until it is configured
@@ -159,10 +163,10 @@ async def handle_funasr(integ: Any, ws: Any) -> None:
                 await seg.runner.wait_capacity()
                 continue
             try:
-                obj = json.loads(frame)
+                obj = validate.loads(frame)
                 if not isinstance(obj, dict):
-                    raise ValueError
-            except (ValueError, RecursionError):
+                    raise validate.FieldError("not an object")
+            except validate.FieldError:
                 return await fail("messages are JSON objects")
             if seg is None and set(obj) - {"is_speaking", "is_end"}:
                 try:

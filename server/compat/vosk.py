@@ -13,15 +13,15 @@ message closes the connection with 1011, as an exception in Vosk's handler does.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
+from .. import validate
 from ..protocol import SAMPLE_RATES, Final, Partial, ServerMessage
 from ..telephony.runner import SessionRunner
-from .common import dumps
+from .common import dumps, next_frame
 
 __all__ = ["handle_vosk", "result_message"]
 
@@ -59,7 +59,7 @@ class _Recognizer:
 
 
 def _parse(text: str) -> dict[str, Any]:
-    obj = json.loads(text)
+    obj = validate.loads(text)
     if not isinstance(obj, dict):
         raise ValueError("not an object")
     return obj
@@ -70,7 +70,12 @@ async def handle_vosk(integ: Any, ws: Any) -> None:
     rec: _Recognizer | None = None
     timeout = integ.app.settings.shutdown_timeout_s + 60
     try:
-        async for frame in ws:
+        while True:
+            try:
+                frame = await next_frame(ws, integ.app.settings.idle_timeout_s)
+            except TimeoutError:
+                await ws.close(1008, "idle timeout")
+                return
             if isinstance(frame, bytes):
                 if rec is None:
                     rec = _Recognizer(integ, rate)
@@ -88,13 +93,14 @@ async def handle_vosk(integ: Any, ws: Any) -> None:
                 return
             if "config" in obj:
                 cfg = obj["config"]
-                r = cfg.get("sample_rate", rate) if isinstance(cfg, dict) else None
-                if isinstance(r, float) and r.is_integer():
-                    r = int(r)
-                if not isinstance(r, int) or isinstance(r, bool) or not SAMPLE_RATES[0] <= r <= SAMPLE_RATES[1]:
+                try:
+                    if not isinstance(cfg, dict):
+                        raise validate.FieldError("config must be an object")
+                    rate = validate.integer("sample_rate", cfg.get("sample_rate", rate), SAMPLE_RATES[0],
+                                            SAMPLE_RATES[1], strings=False)
+                except validate.FieldError:
                     await ws.close(1011, "bad sample_rate")
                     return
-                rate = r
                 continue
             if obj.get("eof") or obj.get("reset"):
                 finals: list[Final] = []

@@ -20,9 +20,10 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
+from .. import validate
 from ..protocol import SAMPLE_RATES, Error, Final, Partial, Ready, ServerMessage
 from ..telephony.runner import SessionRunner
-from .common import Outbox, dumps
+from .common import Outbox, dumps, next_frame
 
 __all__ = ["handle_wenet", "nbest_partial", "nbest_final"]
 
@@ -65,7 +66,11 @@ async def handle_wenet(integ: Any, ws: Any) -> None:
         await out.close(1008, "bad request")
 
     try:
-        async for frame in ws:
+        while True:
+            try:
+                frame = await next_frame(ws, integ.app.settings.idle_timeout_s)
+            except TimeoutError:
+                return await fail(f"No message for {integ.app.settings.idle_timeout_s:g} s")
             if isinstance(frame, bytes):
                 if runner is None:
                     return await fail("Start signal is expected before binary data")
@@ -75,15 +80,17 @@ async def handle_wenet(integ: Any, ws: Any) -> None:
                 await runner.wait_capacity()
                 continue
             try:
-                obj = json.loads(frame)
+                obj = validate.loads(frame)
                 signal = obj.get("signal") if isinstance(obj, dict) else None
-            except (ValueError, RecursionError):
+            except validate.FieldError:
                 signal, obj = None, None
             if signal == "start":
                 if runner is not None:
                     return await fail("Start signal received twice")
-                rate = obj.get("sample_rate", 16000)
-                if not isinstance(rate, int) or isinstance(rate, bool) or not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
+                try:
+                    rate = validate.integer("sample_rate", obj.get("sample_rate", 16000), SAMPLE_RATES[0],
+                                            SAMPLE_RATES[1], strings=False)
+                except validate.FieldError:
                     return await fail(f"Unsupported sample_rate: use {SAMPLE_RATES[0]} to {SAMPLE_RATES[1]}")
                 runner = SessionRunner(integ.app, integ.new_id(), {"sample_rate": rate}, on_message)
             elif signal == "end":

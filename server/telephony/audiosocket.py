@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .calls import Call
+from .calls import Call, CallIdInUse
 from .runner import SessionRunner
 
 __all__ = ["KIND_RATES", "HANGUP", "Frame", "FrameReader", "AudioSocketError", "audiosocket_frame", "handle_audiosocket"]
@@ -126,7 +126,13 @@ async def handle_audiosocket(integ: Any, reader: asyncio.StreamReader, writer: a
                 break
             if f.kind == KIND_UUID:
                 if call is None:
-                    call = Call(integ.hub, str(uuid.UUID(bytes=f.payload)), "audiosocket", {"format": slin8_format})
+                    try:
+                        call = Call(integ.hub, str(uuid.UUID(bytes=f.payload)), "audiosocket", {"format": slin8_format})
+                    except CallIdInUse as e:
+                        log.warning("audiosocket: %s: hanging up", e)
+                        integ.app.metrics.errors.labels(code="audiosocket_call_id_in_use").inc()
+                        reason, hang_up = "error", True
+                        break
                 continue
             if call is None:  # Asterisk sends the UUID first; tolerate its absence
                 call = Call(integ.hub, integ.new_id(), "audiosocket", {"format": slin8_format})

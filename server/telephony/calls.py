@@ -9,7 +9,12 @@ from typing import Any, Callable
 from ..protocol import Error, Final, Partial, ServerMessage, to_dict
 from .subscribers import Hub
 
-__all__ = ["Call", "parse_roles"]
+__all__ = ["Call", "CallIdInUse", "parse_roles"]
+
+
+class CallIdInUse(ValueError):
+    """A call with this id (or alias) is in progress: a second one would reset or forge
+    its event stream."""
 
 
 def parse_roles(spec: str, keys: tuple[str, ...]) -> dict[str, str]:
@@ -34,6 +39,10 @@ class Call:
         self.hub = hub
         self.id = call_id
         self.aliases = tuple(a for a in aliases if a and a != call_id)  # e.g. Twilio's streamSid
+        keys = {call_id, *self.aliases}
+        if keys & hub.live:
+            raise CallIdInUse(f"call id {call_id[:80]!r} is already in progress")
+        hub.live.update(keys)
         self.protocol = protocol
         self.in_band = in_band
         self.started_wall = time.time()
@@ -73,3 +82,4 @@ class Call:
         if not self.ended:
             self.ended = True
             self._publish({"type": "call_end", "reason": reason, "audio_seconds": round(audio_seconds, 3)})
+            self.hub.live.difference_update({self.id, *self.aliases})

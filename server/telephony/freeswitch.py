@@ -28,7 +28,8 @@ from typing import Any, Mapping
 
 from websockets.exceptions import ConnectionClosed
 
-from .calls import Call
+from .. import validate
+from .calls import Call, CallIdInUse
 from .runner import SessionRunner
 
 __all__ = ["FREESWITCH_PATH", "SUBPROTOCOL", "ForkConfig", "fork_config", "handle_freeswitch"]
@@ -59,13 +60,11 @@ class ForkConfig:
 
 
 def _rate(value: Any) -> int:
-    text = str(value).strip().lower()
-    if text.endswith("k") and text[:-1].isdigit():
-        rate = int(text[:-1]) * 1000
-    elif text.isdigit():
-        rate = int(text)
-    else:
-        raise ForkError(f"bad sample rate {text[:20]!r}")
+    try:
+        text = validate.text("sample rate", value, 12, numbers=True).strip().lower()
+        rate = validate.integer("sample rate", text[:-1]) * 1000 if text.endswith("k") else validate.integer("sample rate", text)
+    except validate.FieldError:
+        raise ForkError(f"bad sample rate {validate.shown(value)}") from None
     if rate % 8000 or not 8000 <= rate <= 48000:
         raise ForkError(f"sample rate {rate}: use a multiple of 8000 up to 48000")
     return rate
@@ -74,23 +73,28 @@ def _rate(value: Any) -> int:
 def fork_config(query: Mapping[str, str], metadata: Any) -> ForkConfig:
     """The stream's settings from the URL query, overridden by JSON metadata keys."""
     rate, mix, call_id = query.get("rate") or query.get("sample_rate"), query.get("mix"), query.get("call_id")
-    if isinstance(metadata, dict):
-        rate = metadata.get("sampleRate", metadata.get("sample_rate", rate))
-        mix = metadata.get("mixType", metadata.get("mix", mix))
-        for key in ("callId", "call_id", "uuid", "callSid", "callUuid"):
-            if metadata.get(key):
-                call_id = str(metadata[key])
-                break
-    mix = str(mix or "mono").lower()
+    try:
+        if isinstance(metadata, dict):
+            rate = metadata.get("sampleRate", metadata.get("sample_rate", rate))
+            mix = metadata.get("mixType", metadata.get("mix", mix))
+            for key in ("callId", "call_id", "uuid", "callSid", "callUuid"):
+                if metadata.get(key):
+                    call_id = validate.text(key, metadata[key], 200, numbers=True)
+                    break
+        mix = validate.text("mix", mix or "mono", 20).lower()
+        if call_id is not None:
+            call_id = validate.text("call_id", call_id, 200)
+    except validate.FieldError as e:
+        raise ForkError(str(e)) from None
     if mix not in MIXES:
         raise ForkError(f"bad mix {mix[:20]!r}: use mono, mixed or stereo")
-    return ForkConfig(_rate(rate) if rate is not None else 8000, mix, call_id[:200] if call_id else None)
+    return ForkConfig(_rate(rate) if rate is not None else 8000, mix, call_id or None)
 
 
 def parse_metadata(text: str) -> Any:
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
+        return validate.loads(text)
+    except validate.FieldError:
         return text  # plain text metadata is fine
 
 
@@ -131,15 +135,30 @@ async def handle_freeswitch(integ: Any, ws: Any, query: Mapping[str, str]) -> No
             in_band({"type": "error", "code": "bad_config", "message": str(e)})
             reason, close = "error", 1008
             return
-        call = Call(integ.hub, cfg.call_id or integ.new_id(), "freeswitch",
-                    {"metadata": metadata, "sample_rate": cfg.sample_rate, "mix": cfg.mix}, in_band=in_band)
+        try:
+            call = Call(integ.hub, cfg.call_id or integ.new_id(), "freeswitch",
+                        {"metadata": metadata, "sample_rate": cfg.sample_rate, "mix": cfg.mix}, in_band=in_band)
+        except CallIdInUse as e:
+            in_band({"type": "error", "code": "bad_config", "message": str(e)})
+            reason, close = "error", 1008
+            return
         roles = cfg.roles()
         runner = SessionRunner(integ.app, call.id, {"sample_rate": cfg.sample_rate, "encoding": "pcm_s16le",
                                                     "channels": cfg.channels},
                                call.handler(0, roles[0], roles if cfg.channels > 1 else None))
         frames = [first] if first is not None else []
         while True:
-            frame = frames.pop() if frames else await ws.recv()
+            if frames:
+                frame = frames.pop()
+            else:
+                try:
+                    async with asyncio.timeout(integ.app.settings.idle_timeout_s):
+                        frame = await ws.recv()
+                except TimeoutError:
+                    in_band({"type": "error", "code": "idle_timeout",
+                             "message": f"no audio for {integ.app.settings.idle_timeout_s:g} s"})
+                    reason, close = "idle", 1008
+                    break
             if isinstance(frame, str):
                 log.info("freeswitch %s: text frame ignored", call.id)
                 continue

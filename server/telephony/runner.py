@@ -136,7 +136,7 @@ class SessionRunner:
         self._emit(Error(code, message))
 
     def _emit(self, msg: ServerMessage) -> None:
-        self.app.metrics.messages.labels(type=msg.type).inc()
+        self.app.metrics.on_message(msg)
         try:
             self.on_message(msg)
         except Exception:  # an adapter bug must not stop decoding

@@ -55,6 +55,7 @@ class Hub:
 
     def __init__(self, keep_s: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._calls: dict[str, _Call] = {}
+        self.live: set[str] = set()  # ids (and aliases) of calls in progress: never shared
         self.keep_s = keep_s
         self.sinks: list[Callable[[dict[str, Any]], None]] = []
         self._clock = clock

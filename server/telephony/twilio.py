@@ -13,17 +13,19 @@ message is logged and skipped: one bad frame must not cost the call its transcri
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-import hmac
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
-from .calls import Call
+from .. import validate
+from ..auth import key_ok
+from ..errors import HandshakeRefused
+from .calls import Call, CallIdInUse
 from .runner import SessionRunner
 
 __all__ = ["TWILIO_PATH", "TwilioError", "parse_event", "TrackTimeline", "Connected", "StartEvent", "Media",
@@ -80,34 +82,28 @@ class Stop:
 
 
 def _track(name: Any) -> str:
-    t = str(name or "inbound")
+    t = validate.text("track", name or "inbound", 40)
     t = t[: -len("_track")] if t.endswith("_track") else t
     if t not in TRACKS:
         raise TwilioError(f"unknown track {t[:40]!r}")
     return t
 
 
-def _counter(value: Any) -> int | None:
-    """A counter sent as a string ("5"); integers are accepted too."""
+def _object(name: str, value: Any) -> dict[str, Any]:
     if value is None:
-        return None
-    if isinstance(value, bool):
-        raise TwilioError("counters are strings of digits")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    raise TwilioError(f"bad counter {str(value)[:40]!r}")
+        return {}
+    if not isinstance(value, dict):
+        raise TwilioError(f"{name} must be an object")
+    return value
 
 
 def parse_event(frame: str | bytes) -> Connected | StartEvent | Media | Dtmf | Mark | Stop | None:
-    """One text frame as an event (None for events without meaning here)."""
-    if not isinstance(frame, str):
-        raise TwilioError("binary frames are not part of Media Streams")
+    """One text frame (str, or its undecoded bytes) as an event (None for events without
+    meaning here). Anything malformed raises TwilioError, never another exception."""
     try:
-        obj = json.loads(frame)
-    except (ValueError, RecursionError):
-        raise TwilioError("not JSON") from None
+        obj = validate.loads(frame)
+    except validate.FieldError as e:
+        raise TwilioError(str(e)) from None
     if not isinstance(obj, dict):
         raise TwilioError("not a JSON object")
     kind = obj.get("event")
@@ -115,31 +111,39 @@ def parse_event(frame: str | bytes) -> Connected | StartEvent | Media | Dtmf | M
         if kind == "connected":
             return Connected()
         if kind == "start":
-            st = obj.get("start") or {}
-            fmt = st.get("mediaFormat") or {}
-            if fmt and (fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw" or int(fmt.get("sampleRate", RATE)) != RATE):
-                raise TwilioError(f"unsupported media format {json.dumps(fmt)[:80]}")
-            sid = str(st.get("streamSid") or obj.get("streamSid") or "")
-            tracks = tuple(_track(t) for t in (st.get("tracks") or ["inbound"]))
-            custom = st.get("customParameters") or {}
-            return StartEvent(sid, str(st.get("callSid") or ""), tracks, custom if isinstance(custom, dict) else {},
-                              str(st.get("accountSid") or ""))
+            st = _object("start", obj.get("start"))
+            fmt = _object("mediaFormat", st.get("mediaFormat"))
+            if fmt and (fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw"
+                        or validate.integer("sampleRate", fmt.get("sampleRate", RATE)) != RATE):
+                raise TwilioError(f"unsupported media format {validate.shown(fmt)}")
+            sid = validate.text("streamSid", st.get("streamSid") or obj.get("streamSid") or "", 200)
+            tracks = st.get("tracks") or ["inbound"]
+            if not isinstance(tracks, list) or len(tracks) > len(TRACKS):
+                raise TwilioError("tracks must be a list of track names")
+            custom = _object("customParameters", st.get("customParameters"))
+            return StartEvent(sid, validate.text("callSid", st.get("callSid") or "", 200),
+                              tuple(dict.fromkeys(_track(t) for t in tracks)), custom,
+                              validate.text("accountSid", st.get("accountSid") or "", 200))
         if kind == "media":
-            m = obj["media"]
-            payload = base64.b64decode(m["payload"], validate=True)
-            return Media(_track(m.get("track")), _counter(m.get("timestamp")), payload)
+            m = _object("media", obj.get("media"))
+            payload = validate.text("payload", m.get("payload"), 1 << 20)
+            if not payload.isascii():
+                raise TwilioError("payload must be base64")
+            timestamp = m.get("timestamp")
+            return Media(_track(m.get("track")), None if timestamp is None else validate.integer("timestamp", timestamp, 0),
+                         base64.b64decode(payload, validate=True))
         if kind == "dtmf":
-            d = obj["dtmf"]
-            digit = str(d["digit"])
+            d = _object("dtmf", obj.get("dtmf"))
+            digit = validate.text("digit", d.get("digit"), 1, numbers=True)
             if len(digit) != 1:
                 raise TwilioError("a DTMF digit is one character")
             return Dtmf(_track(d.get("track")), digit)
         if kind == "mark":
-            return Mark(str((obj.get("mark") or {}).get("name", "")))
+            return Mark(validate.text("name", _object("mark", obj.get("mark")).get("name", ""), 200, numbers=True))
         if kind == "stop":
             return Stop()
-    except (KeyError, TypeError, binascii.Error) as e:
-        raise TwilioError(f"malformed {kind} event: {type(e).__name__}") from None
+    except (validate.FieldError, binascii.Error) as e:
+        raise TwilioError(f"malformed {validate.shown(kind)} event: {e}") from None
     if kind is None:
         raise TwilioError('no "event"')
     return None  # clear, and events added later
@@ -168,40 +172,61 @@ class TrackTimeline:
 
 async def handle_twilio(integ: Any, ws: Any) -> None:
     """Drive one Media Streams websocket until `stop` or the socket closes."""
+    app = integ.app
     call: Call | None = None
     runners: dict[str, SessionRunner] = {}
     timeline = TrackTimeline()
-    reason = "hangup"
+    reason, close = "hangup", None
     bad = 0
 
     def runner(track: str) -> SessionRunner:
         if track not in runners:
             role = integ.twilio_roles[track]
-            runners[track] = SessionRunner(integ.app, f"{call.id}:{track}", {"sample_rate": RATE, "encoding": "mulaw"},
+            runners[track] = SessionRunner(app, f"{call.id}:{track}", {"sample_rate": RATE, "encoding": "mulaw"},
                                            call.handler(TRACKS.index(track), role))
         return runners[track]
 
     try:
-        async for frame in ws:
+        while True:
+            try:
+                async with asyncio.timeout(app.settings.idle_timeout_s):
+                    # Undecoded: a frame that is not UTF-8 is one bad message, not the end
+                    # of the call (websockets would fail the connection with 1007).
+                    frame = await ws.recv(decode=False)
+            except TimeoutError:
+                log.info("twilio %s: no message for %g s", call.id if call else "?", app.settings.idle_timeout_s)
+                reason, close = "idle", 1008
+                break
             try:
                 ev = parse_event(frame)
             except TwilioError as e:
                 bad += 1
                 log.warning("twilio %s: skipped a message: %s", call.id if call else "?", e)
-                integ.app.metrics.errors.labels(code="twilio_bad_message").inc()
+                app.metrics.errors.labels(code="twilio_bad_message").inc()
                 continue
             if isinstance(ev, StartEvent):
                 if call is not None:
                     log.warning("twilio %s: a second start is ignored", call.id)
                     continue
-                if integ.app.settings.api_key:
-                    given = str(ev.custom.get("api_key", ""))
-                    if not any(hmac.compare_digest(given.encode(), k.encode()) for k in integ.app.settings.api_key):
-                        await ws.close(1008, "unauthorized")
-                        return
-                call = Call(integ.hub, ev.call_sid or ev.stream_sid or integ.new_id(), "twilio",
-                            {"streamSid": ev.stream_sid, "callSid": ev.call_sid, "accountSid": ev.account_sid,
-                             "tracks": list(ev.tracks), "customParameters": ev.custom}, aliases=(ev.stream_sid,))
+                if not app.has_slot(ws):  # not authorised at the handshake: the key, then a slot
+                    if not key_ok(str(ev.custom.get("api_key", "")), app.settings.api_key):
+                        app.metrics.rejected.labels(status="401").inc()
+                        close = 1008
+                        break
+                    try:
+                        app.take_slot(ws)
+                    except HandshakeRefused as e:
+                        app.metrics.rejected.labels(status=str(e.status.value)).inc()
+                        close = 1013
+                        break
+                try:
+                    call = Call(integ.hub, ev.call_sid or ev.stream_sid or integ.new_id(), "twilio",
+                                {"streamSid": ev.stream_sid, "callSid": ev.call_sid, "accountSid": ev.account_sid,
+                                 "tracks": list(ev.tracks), "customParameters": ev.custom}, aliases=(ev.stream_sid,))
+                except CallIdInUse as e:
+                    log.warning("twilio: %s: closing", e)
+                    close = 1008
+                    break
                 for t in ev.tracks:
                     runner(t)
             elif isinstance(ev, Media):
@@ -215,12 +240,12 @@ async def handle_twilio(integ: Any, ws: Any) -> None:
             elif isinstance(ev, Dtmf) and call is not None:
                 call.dtmf(ev.digit, integ.twilio_roles[ev.track], timeline.seconds(ev.track))
             elif isinstance(ev, Stop):
-                reason = "stop"
+                reason, close = "stop", 1000
                 break
     except ConnectionClosed:
         pass
     finally:
         if call is not None:
             await integ.finish_call(call, list(runners.values()), reason)
-    if reason == "stop":
-        await ws.close(1000)
+    if close is not None:
+        await ws.close(close, {1000: "", 1008: "unauthorized or idle", 1013: "busy"}.get(close, ""))
