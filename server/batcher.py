@@ -53,6 +53,11 @@ __all__ = ["Batcher", "BatchStats", "EngineClosed"]
 
 log = logging.getLogger("tingxie.engine")
 
+# Final passes get at least this share of a chunk period per batch (or the step's own
+# time, if longer): a Whisper-CTC pass over a sentence takes 50-150 ms on 2 cores, and a
+# smaller budget ran them one per batch, queueing finals behind each other; a batch that
+# ends within half a chunk period still leaves every partial on time.
+FINAL_BUDGET_CHUNK_SHARE = 0.5
 MIN_FINAL_BUDGET_S = 0.05
 # Final pass "auto": full passes run while the streaming steps (which must run) took less
 # than this share of the worker over the last BUSY_WINDOW_S seconds; passes use what is
@@ -354,10 +359,11 @@ class Batcher:
         t2 = time.perf_counter()
         audio_s = len(stepping) * self.chunk_seconds
         # Final passes (a whole utterance each) share the worker with the streams: at
-        # most about as long as this step took, so partials never wait for a convoy of
-        # finals; the rest go back to the queue for the next batch. The passes chosen run
-        # as one padded batch where the recognizer can (`transcribe_many`).
-        budget = max(t2 - t1, MIN_FINAL_BUDGET_S)
+        # most about as long as this step took, or half a chunk period, so partials never
+        # wait for a convoy of finals; the rest go back to the queue for the next batch.
+        # The passes chosen run as one padded batch where the recognizer can
+        # (`transcribe_many`).
+        budget = max(t2 - t1, FINAL_BUDGET_CHUNK_SHARE * self.chunk_seconds, MIN_FINAL_BUDGET_S)
         passes: list[int] = []
         planned = 0.0
         finals = skipped = 0

@@ -470,8 +470,6 @@ async def test_final_passes_run_batched_and_equal_transcribe(random_model_dir, m
     """Once the engine has measured a final pass, the passes of an utterance burst run
     together (Recognizer.transcribe_many), each giving what transcribe gives."""
     monkeypatch.setattr(batcher, "MIN_FINAL_BUDGET_S", 30.0)  # time per batch: not what is tested
-
-
     rec = Recognizer.from_dir(random_model_dir, device="cpu")
     audios = [speech_like(0.6 + 0.1 * i, seed=40 + i) for i in range(10)]
     stats = []
