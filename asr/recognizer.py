@@ -21,6 +21,7 @@ import torch
 from .checkpoint import ModelBundle, load_model_dir
 from .config import DEFAULT_BEAM, ChunkConfig, DecodingConfig
 from .decoding import Hypothesis, make_decoder
+from .decoding.context import DEFAULT_BOOST, ContextGraph, HotwordLimits, parse_hotwords
 from .decoding.rescore import rescore as attention_rescore
 from .features import StreamingFbank, StreamingResampler, fbank, resample, to_float32
 from .model.conformer import PositionTable, TracedBlocks, chunk_window
@@ -61,9 +62,11 @@ class Result:
     confidence: float
     nbest: tuple[tuple[str, float], ...] = ()
     options: dict = field(default_factory=dict)
+    # The units as recognised when `text` is display text (punctuation, ITN: asr.text)
+    raw_text: str | None = None
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "text": self.text,
             "start": round(self.start, 3),
             "end": round(self.end, 3),
@@ -73,6 +76,9 @@ class Result:
                 for t in self.tokens
             ],
         }
+        if self.raw_text is not None:
+            out["raw_text"] = self.raw_text
+        return out
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -212,11 +218,17 @@ class Recognizer:
     def search_method(self) -> str:
         return "prefix_beam" if self.lm is not None else self.decoding.method
 
-    def new_decoder(self, rescoring: bool = False):
-        """A CTC search for one utterance: prefix beam for rescoring or with an LM."""
+    def new_decoder(self, rescoring: bool = False, context: ContextGraph | None = None):
+        """A CTC search for one utterance: prefix beam for rescoring, with an LM or with
+        hotwords (`context`)."""
         d = self.decoding
         method = "prefix_beam" if rescoring else self.search_method
-        return make_decoder(method, self.beam_size, 0, d.blank_penalty, self.lm, self.lm_weight, self.lm_bonus)
+        return make_decoder(method, self.beam_size, 0, d.blank_penalty, self.lm, self.lm_weight, self.lm_bonus, context)
+
+    def hotwords(self, value, limits: HotwordLimits = HotwordLimits(), boost: float = DEFAULT_BOOST) -> ContextGraph:
+        """A context graph for hotwords given as `parse_hotwords` takes them (a list of
+        phrases, a {phrase: boost} object, or lines); raises HotwordError."""
+        return ContextGraph(parse_hotwords(value, self.tokenizer, limits, boost))
 
     @classmethod
     def from_dir(
@@ -336,22 +348,24 @@ class Recognizer:
             return (torch.cat(encs) if keep_encoder else None), torch.cat(outs)
 
     def transcribe(
-        self, audio: np.ndarray | torch.Tensor, sample_rate: int = 16000, rescoring: bool | None = None
+        self, audio: np.ndarray | torch.Tensor, sample_rate: int = 16000, rescoring: bool | None = None,
+        hotwords: ContextGraph | None = None,
     ) -> Result:
         """Recognise a whole recording (mono float32 in [-1, 1] or int16).
 
         Up to `max_full_context_s` of audio is decoded with full context; longer audio is
         decoded in 2.56 s chunks with 8 chunks of history, keeping memory linear.
         rescoring: attention-rescore the result (None: as `DecodingConfig.rescoring`).
+        hotwords: a context graph (`Recognizer.hotwords`) that biases the search.
         """
         rescoring = self.decoding.rescoring if rescoring is None else rescoring
         self._check_rescoring(rescoring)
-        return self._transcribe_features(self._features(audio, sample_rate), rescoring)
+        return self._transcribe_features(self._features(audio, sample_rate), rescoring, hotwords)
 
-    def _transcribe_features(self, feats: torch.Tensor, rescoring: bool) -> Result:
+    def _transcribe_features(self, feats: torch.Tensor, rescoring: bool, hotwords: ContextGraph | None = None) -> Result:
         long = feats.size(0) * self.features.frame_shift_ms / 1000 > self.max_full_context_s
         enc, logp = self._encode(feats, 64 if long else None, 8, rescoring)
-        decoder = self.new_decoder(rescoring)
+        decoder = self.new_decoder(rescoring, hotwords)
         decoder.advance(logp)
         end_s = feats.size(0) * self.features.frame_shift_ms / 1000
         nbest = decoder.nbest()
@@ -359,24 +373,29 @@ class Recognizer:
             nbest = self.rescore(nbest, enc)
         return self.result(nbest, 0.0, end_s, rescored=rescoring)
 
-    def transcribe_many(self, audios: Sequence[np.ndarray | torch.Tensor], sample_rate: int = 16000) -> list[Result]:
+    def transcribe_many(self, audios: Sequence[np.ndarray | torch.Tensor], sample_rate: int = 16000,
+                        hotwords: Sequence[ContextGraph | None] | None = None) -> list[Result]:
         """`transcribe` for several recordings at once: full-context passes in padded,
         length-sorted batches (`asr.batch.BatchEngine`); each result is what `transcribe`
         gives for its audio, up to float rounding. Recordings longer than
-        `max_full_context_s` are decoded one by one, as `transcribe` does them."""
+        `max_full_context_s` are decoded one by one, as `transcribe` does them.
+        hotwords: a context graph (or None) per recording."""
         from .batch.engine import BatchEngine  # noqa: PLC0415 (asr.batch imports this module)
 
         feats = [self._features(a, sample_rate) for a in audios]
         shift_s = self.features.frame_shift_ms / 1000
+        contexts = list(hotwords) if hotwords is not None else [None] * len(feats)
         short = [i for i, f in enumerate(feats) if f.size(0) * shift_s <= self.max_full_context_s]
         results: list[Result | None] = [None] * len(feats)
         if short:
             ends = [feats[i].size(0) * shift_s for i in short]
-            for i, r in zip(short, BatchEngine(self).recognize([feats[i] for i in short], [0.0] * len(short), ends)):
+            batch = BatchEngine(self).recognize([feats[i] for i in short], [0.0] * len(short), ends,
+                                                [contexts[i] for i in short])
+            for i, r in zip(short, batch):
                 results[i] = r
         for i, r in enumerate(results):
             if r is None:
-                results[i] = self._transcribe_features(feats[i], self.decoding.rescoring)
+                results[i] = self._transcribe_features(feats[i], self.decoding.rescoring, contexts[i])
         return results  # type: ignore[return-value]
 
     def rescore(
@@ -449,10 +468,12 @@ class Recognizer:
 
     # ------------------------------------------------------------ streaming
 
-    def stream(self, sample_rate: int = 16000, rescoring: bool | None = None) -> "Stream":
+    def stream(self, sample_rate: int = 16000, rescoring: bool | None = None,
+               hotwords: ContextGraph | None = None) -> "Stream":
         """A new stream; rescoring (None: as `DecodingConfig.rescoring`) makes its finals
-        attention-rescored, and makes it keep its utterance's encoder output for that."""
-        return Stream(self, sample_rate, rescoring)
+        attention-rescored, and makes it keep its utterance's encoder output for that;
+        hotwords: a context graph (`Recognizer.hotwords`) for every utterance."""
+        return Stream(self, sample_rate, rescoring, hotwords)
 
     @torch.inference_mode()
     def step(self, streams: Sequence["Stream"]) -> None:
@@ -489,8 +510,10 @@ class Stream:
     `Recognizer.step` (batched over streams) or in `accept` (this stream alone).
     """
 
-    def __init__(self, recognizer: Recognizer, sample_rate: int = 16000, rescoring: bool | None = None) -> None:
+    def __init__(self, recognizer: Recognizer, sample_rate: int = 16000, rescoring: bool | None = None,
+                 hotwords: ContextGraph | None = None) -> None:
         self.rec = recognizer
+        self.hotwords = hotwords
         self.sample_rate = sample_rate
         self.rescoring = recognizer.decoding.rescoring if rescoring is None else rescoring
         recognizer._check_rescoring(self.rescoring)
@@ -505,7 +528,7 @@ class Stream:
 
     def _new_utterance(self) -> None:
         self._state = EncoderState.initial(self.rec.model.cfg, 1, self.rec.device, self.rec.compute_dtype)
-        self._decoder = self.rec.new_decoder(self.rescoring)
+        self._decoder = self.rec.new_decoder(self.rescoring, self.hotwords)
         self._pending: list[torch.Tensor] = []  # log-probs not searched yet (Recognizer.defer_search)
         self._encoder_out: list[torch.Tensor] = []  # this utterance's, kept only when rescoring
         self._utt_start = self._buf_start  # fbank frame where this utterance's frame 0 starts

@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 
 from ..config import ConfigError
+from ..decoding.context import ContextGraph
 from ..features import fbank
 from ..recognizer import Recognizer, Result
 
@@ -84,22 +85,27 @@ class BatchEngine:
             out.append(cur)
         return out
 
-    def recognize(self, feats: Sequence[torch.Tensor], t0: Sequence[float], t_end: Sequence[float]) -> list[Result]:
+    def recognize(self, feats: Sequence[torch.Tensor], t0: Sequence[float], t_end: Sequence[float],
+                  contexts: Sequence[ContextGraph | None] | None = None) -> list[Result]:
         """Results for utterances with features (frames, mel) that start at t0 and end at
-        t_end (seconds on the file's clock; token times are absolute)."""
+        t_end (seconds on the file's clock; token times are absolute); contexts: hotwords
+        (a context graph or None) per utterance."""
+        ctx = list(contexts) if contexts is not None else [None] * len(feats)
         results: list[Result | None] = [None] * len(feats)
         lengths = [int(f.size(0)) for f in feats]
         todo = [i for i, n in enumerate(lengths) if n >= self.rec.min_frames]
         for i in set(range(len(feats))) - set(todo):  # too short for one encoder frame
-            results[i] = self._decode(torch.zeros(0, self.rec.model.cfg.vocab_size), None, t0[i], t_end[i])
+            results[i] = self._decode(torch.zeros(0, self.rec.model.cfg.vocab_size), None, t0[i], t_end[i], ctx[i])
         for batch in self.batches([lengths[i] for i in todo]):
             idx = [todo[b] for b in batch]
-            for i, res in zip(idx, self._run([feats[i] for i in idx], [t0[i] for i in idx], [t_end[i] for i in idx])):
+            for i, res in zip(idx, self._run([feats[i] for i in idx], [t0[i] for i in idx], [t_end[i] for i in idx],
+                                             [ctx[i] for i in idx])):
                 results[i] = res
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _run(self, feats: list[torch.Tensor], t0: list[float], t_end: list[float]) -> list[Result]:
+    def _run(self, feats: list[torch.Tensor], t0: list[float], t_end: list[float],
+             ctx: list[ContextGraph | None]) -> list[Result]:
         rec = self.rec
         lens = torch.tensor([f.size(0) for f in feats])
         xs = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(rec.device)
@@ -109,14 +115,15 @@ class BatchEngine:
         logp = logp.float().cpu()
         out_lens = out_lens.cpu().tolist()
         return [
-            self._decode(logp[i, :n], enc[i, :n].float() if rescoring else None, t0[i], t_end[i])
+            self._decode(logp[i, :n], enc[i, :n].float() if rescoring else None, t0[i], t_end[i], ctx[i])
             for i, n in enumerate(out_lens)
         ]
 
-    def _decode(self, logp: torch.Tensor, enc: torch.Tensor | None, t0: float, t_end: float) -> Result:
+    def _decode(self, logp: torch.Tensor, enc: torch.Tensor | None, t0: float, t_end: float,
+                context: ContextGraph | None = None) -> Result:
         rec = self.rec
         rescoring = rec.decoding.rescoring and enc is not None and logp.size(0) > 0
-        decoder = rec.new_decoder(rescoring)
+        decoder = rec.new_decoder(rescoring, context)
         decoder.advance(logp)
         nbest = decoder.nbest()
         if rescoring:
