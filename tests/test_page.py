@@ -164,7 +164,8 @@ async def test_page_shows_the_transcript_of_the_microphone(tone_model_dir, tmp_p
     expected = rec.transcribe(pcm, rate).text
     assert expected == "".join(units()[2 + k] for _, _, k in spans)  # the model learnt its task
 
-    app = App(Settings(model=tone_model_dir, host="127.0.0.1", port=0, threads=1, final_pass="full"), rec)
+    app = App(Settings(model=tone_model_dir, host="127.0.0.1", port=0, threads=1, final_pass="full",
+                       punctuation=False, itn=False), rec)
     await app.start()
     try:
         async with async_playwright() as p:

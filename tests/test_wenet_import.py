@@ -561,4 +561,6 @@ async def test_imported_model_serves_like_transcribe(imported, audio):
         await app.shutdown()
     finals = [m for m in msgs if m["type"] == "final"]
     assert msgs[0]["type"] == "ready" and msgs[-1]["type"] == "done"
-    assert "".join(f["text"] for f in finals) == expected
+    assert "".join(f["raw_text"] for f in finals) == expected
+    # display text (punctuation model, ITN) works with an imported model's units too
+    assert all(f["text"][-1] in "。？！" for f in finals)
