@@ -3,7 +3,9 @@
 Existing OpenAI client code works by pointing its base URL at this listener:
 multipart `file` (any format PyAV decodes) and `model`, `response_format` json, text,
 srt, vtt or verbose_json, `timestamp_granularities[]` word and/or segment (with
-verbose_json), `language` (Mandarin only). Errors are JSON in OpenAI's shape:
+verbose_json), `language` (Mandarin only), `prompt` (its words and phrases become
+hotwords). Text is punctuated and its numbers written as figures, as OpenAI's is, unless
+the server runs with `--punctuation off` / `--itn off`. Errors are JSON in OpenAI's shape:
 `{"error": {"message", "type", "param", "code"}}` with a 4xx status for the client's
 mistakes; internals never reach the client.
 
@@ -34,6 +36,7 @@ from asr.batch.formats import token_ends, render
 from asr.batch.inputs import InputItem
 from asr.batch.pipeline import BatchOptions, prepare, recognize_prepared
 from asr.batch.results import Segment, Transcript
+from asr.text.options import TextOptions
 
 __all__ = ["HttpApi", "ApiError", "TRANSCRIPTIONS_PATH", "RESPONSE_FORMATS"]
 
@@ -66,6 +69,7 @@ class _Request:
     model: str
     response_format: str
     granularities: tuple[str, ...]
+    prompt: str = ""
 
 
 def _aiohttp():
@@ -85,7 +89,8 @@ class HttpApi:
         self.app = app  # server.app.App: settings (API keys), the recognizer, shutting_down
         self.host, self.requested_port = host, port
         self.max_upload_bytes = max_upload_bytes
-        self.options = BatchOptions(engine=EngineOptions())
+        settings = app.settings
+        self.options = BatchOptions(engine=EngineOptions(), text=TextOptions(settings.punctuation, settings.itn))
         self.engine = BatchEngine(app.rec, self.options.engine)
         self.record = self.options.record(app.rec)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tingxie-http")
@@ -272,7 +277,7 @@ class HttpApi:
         if (one("stream") or "false").lower() in ("true", "1"):
             raise ApiError(400, "Streaming responses are not supported here; use the websocket API (/v1/stream).",
                            "unsupported_value", "stream")
-        return _Request(data_path, filename or "upload", model, fmt, grans or ("segment",))
+        return _Request(data_path, filename or "upload", model, fmt, grans or ("segment",), one("prompt") or "")
 
     # ------------------------------------------------------------------ work (worker thread)
 
@@ -283,7 +288,9 @@ class HttpApi:
             if prepared.internal:
                 raise RuntimeError(prepared.error)
             raise ApiError(400, f"Could not decode the audio: {prepared.error}", "invalid_audio", "file")
-        (outcome,) = recognize_prepared(self.engine, [prepared], self.record)
+        text = self.app.text
+        hotwords = text.context(req.prompt, prompt=True) if req.prompt else text.context()
+        (outcome,) = recognize_prepared(self.engine, [prepared], self.record, text.formatter, self.options.text, hotwords)
         assert outcome.transcript is not None
         return outcome.transcript
 

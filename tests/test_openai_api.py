@@ -49,7 +49,8 @@ def files(tmp_path_factory):
 
 @contextlib.asynccontextmanager
 async def serving(rec, **overrides):
-    kw = dict(model=".", host="127.0.0.1", port=0, http_port=0, shutdown_timeout_s=5.0)
+    # raw text unless a test asks: responses are compared with the batch pipeline's raw output
+    kw = dict(model=".", host="127.0.0.1", port=0, http_port=0, shutdown_timeout_s=5.0, punctuation=False, itn=False)
     kw.update(overrides)
     app = App(Settings(**kw), rec)
     await app.start()
@@ -181,3 +182,12 @@ async def test_api_key(rec, files):
 def test_http_port_off_by_default(rec):
     assert Settings(model=".").http_port == -1
     assert np.isclose(Settings(model=".").max_upload_mb, 25.0)
+
+
+async def test_text_is_punctuated_by_default(rec, files):
+    raw = expected(rec, files / "short.wav")
+    async with serving(rec, punctuation=True, itn=True) as (app, client):
+        with open(files / "short.wav", "rb") as f:
+            r = await client.audio.transcriptions.create(model="tingxie", file=f, response_format="verbose_json")
+    assert raw.text and r.text[-1] in "。？！" and r.segments[0].text[-1] in "。？！"
+    assert app.text.context("的一是，不了人", prompt=True).phrases == 2  # prompt phrases the model can spell

@@ -116,20 +116,80 @@ async def test_bad_hotwords_are_refused_with_a_clear_error(rec, hotwords, messag
     assert ws.close_code == 1008
 
 
-@pytest.mark.skipif(not (EVAL / "manifest.jsonl").is_file(), reason="real_zh eval data (../shared) not present")
-@pytest.mark.skipif(not (DEFAULT_MODEL / "model.safetensors").is_file(), reason="models/default not present")
-async def test_hotword_list_changes_a_real_call_center_final():
-    """A MagicData customer-service recording (你是在长沙学的话...): with 长沙 as a
-    hotword the final holds it, without it does not."""
+needs_real = pytest.mark.skipif(
+    not (EVAL / "manifest.jsonl").is_file() or not (DEFAULT_MODEL / "model.safetensors").is_file(),
+    reason="real_zh eval data (../shared) or models/default not present")
+
+
+@pytest.fixture(scope="module")
+def call_center():
+    """A MagicData customer-service recording (是在长沙学的话...) and the default model,
+    which gets 长沙 wrong without help."""
     row = next(json.loads(line) for line in (EVAL / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
                if '"magicdatacs-100006"' in line)
     audio, rate = read_audio(EVAL / row["audio"])
-    pcm = np.round(np.clip(audio[0], -1, 1) * 32767).astype("<i2").tobytes()
-    rec = Recognizer.from_dir(DEFAULT_MODEL, device="cpu")
+    return row, audio[0], rate, Recognizer.from_dir(DEFAULT_MODEL, device="cpu")
+
+
+@needs_real
+async def test_hotword_list_changes_a_real_call_center_final(call_center):
+    row, audio, rate, rec = call_center
+    pcm = np.round(np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
     async with running(rec, **ONE_UTTERANCE) as app:
-        without, _ = await _session(app, {"sample_rate": rate}, pcm)
+        without, _code = await _session(app, {"sample_rate": rate}, pcm)
         with_list, code = await _session(app, {"sample_rate": rate, "hotwords": ["长沙"]}, pcm)
     final_without = "".join(m["raw_text"] for m in without if m["type"] == "final")
     final_with = "".join(m["raw_text"] for m in with_list if m["type"] == "final")
     assert code == 1000
     assert "长沙" in row["text"] and "长沙" not in final_without and "长沙" in final_with
+
+
+@needs_real
+async def test_openai_prompt_words_are_hotwords(call_center, tmp_path):
+    import openai
+
+    from asr.audio import write_wav
+
+    row, audio, rate, rec = call_center
+    wav = tmp_path / "call.wav"
+    write_wav(wav, audio, rate)
+    async with running(rec, http_port=0) as app:
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{app.http_api.port}/v1", api_key="k", max_retries=0)
+        texts = []
+        for prompt in (None, "长沙 JAVA课程"):
+            with open(wav, "rb") as f:
+                kw = {"prompt": prompt} if prompt else {}
+                texts.append((await client.audio.transcriptions.create(model="tingxie", file=f, **kw)).text)
+    assert "长沙" not in texts[0] and "长沙" in texts[1]
+
+
+# ------------------------------------------------------------------ batch
+
+
+def test_subtitle_cues_break_at_sentence_ends_and_after_commas():
+    from asr.batch.formats import cues
+    from asr.batch.results import Segment, Transcript
+
+    pieces = ["你", "好。", "请", "问", "有", "什", "么", "可", "以", "帮", "您？", "我", "想", "查", "话", "费，",
+              "还", "有", "流", "量", "包"]
+    tokens = tuple(Token(p, 0.3 * i, 0.3 * i + 0.25, 0.9, i) for i, p in enumerate(pieces))
+    seg = Segment(0.0, 6.0, "".join(pieces), 0.9, tokens)
+    got = cues(Transcript("x", "x.wav", 6.0, (seg,)), max_chars=10)
+    assert [c.text for c in got] == ["你好。", "请问有什么可以帮您？", "我想查话费，", "还有流量包"]
+    assert got[1].start == tokens[2].start and got[2].start == tokens[11].start
+
+
+def test_batch_cli_writes_display_text_by_default(random_model_dir, tmp_path, capsys):
+    from asr.audio import write_wav
+    from asr.cli import main
+
+    wav = tmp_path / "a.wav"
+    write_wav(wav, speech_like(3.0, seed=3), 16000)
+    base = ["transcribe", "--model", str(random_model_dir), "--threads", "1", "--no-progress", "--json", str(wav)]
+    assert main(base) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert main([*base, "--punctuation", "off", "--itn", "off"]) == 0
+    raw = json.loads(capsys.readouterr().out)
+    assert shown["options"]["punctuation"] is True and raw["options"]["punctuation"] is False
+    assert shown["text"][-1] in "。？！" and "raw_text" not in raw["segments"][0]
+    assert [s["raw_text"] for s in shown["segments"]] == [s["text"] for s in raw["segments"]]
