@@ -269,6 +269,8 @@ class App:
             "model": self.model_name,
             "sessions": self.active_sessions,
             "max_sessions": self.settings.max_sessions,
+            # where the OpenAI-compatible API listens (the browser page sends files there)
+            "http_port": self.http_api.port if self.http_api is not None else None,
         }
         return _response(http.HTTPStatus.OK, json.dumps(body).encode(), "application/json")
 

@@ -100,7 +100,7 @@ class HttpApi:
 
     async def start(self) -> None:
         web = _aiohttp()
-        api = web.Application(client_max_size=self.max_upload_bytes + MAX_FIELD_BYTES)
+        api = web.Application(client_max_size=self.max_upload_bytes + MAX_FIELD_BYTES, middlewares=[_cors_middleware()])
         api.router.add_route("*", TRANSCRIPTIONS_PATH, self._transcriptions)
         api.router.add_route("*", "/v1/models", self._models)
         api.router.add_route("*", "/{tail:.*}", self._not_found)
@@ -315,6 +315,26 @@ class HttpApi:
             body["words"] = [w for s in t.segments for w in _words(s)]
         body["usage"] = usage
         return self._json(body)
+
+
+def _cors_middleware():
+    web = _aiohttp()
+
+    @web.middleware
+    async def cors(request: Any, handler: Any):
+        """The browser page (served on the websocket port) posts files here: another
+        origin. Bearer keys, not cookies, authenticate, so any origin may call."""
+        if request.method == "OPTIONS":
+            response = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Max-Age"] = "600"
+        else:
+            response = await handler(request)
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
+    return cors
 
 
 def _segment(i: int, s: Segment) -> dict[str, Any]:

@@ -63,14 +63,22 @@ class Formatter:
         if not sp:
             return {}
         # the pause after each symbol: from its last unit's onset to the next symbol's first
-        starts = []
+        # (symbols and tokens are both in text order: one walk over the tokens)
+        first: list[float | None] = []
+        last: list[float | None] = []
+        ti = 0
         for _, (a, b) in sp:
-            starts.append([t.start for t, (ta, tb) in zip(tokens, ranges) if ta < b and tb > a] or [None])
-        pauses = []
-        for i in range(len(sp)):
-            nxt = starts[i + 1][0] if i + 1 < len(sp) else None
-            cur = starts[i][-1]
-            pauses.append(nxt - cur if nxt is not None and cur is not None else 0.0)
+            while ti < len(ranges) and ranges[ti][1] <= a:
+                ti += 1
+            tj, lo, hi = ti, None, None
+            while tj < len(ranges) and ranges[tj][0] < b:
+                lo = tokens[tj].start if lo is None else lo
+                hi = tokens[tj].start
+                tj += 1
+            first.append(lo)
+            last.append(hi)
+        pauses = [(first[i + 1] - last[i]) if i + 1 < len(sp) and first[i + 1] is not None and last[i] is not None
+                  else 0.0 for i in range(len(sp))]
         labels = self.punctuator.predict([s for s, _ in sp], pauses, final=final)
         return {b: LABELS[lab] for (_, (a, b)), lab in zip(sp, labels) if lab}
 
