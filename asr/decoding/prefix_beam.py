@@ -208,20 +208,21 @@ class PrefixBeamDecoder:
                 continue
             b = beams[i]
             a = (b.pb if u == b.last else tots[i]) + vals[j]
-            if a + cs[i] < thr:
+            if ctx is not None:  # the unit's own hotword bonus, before any LM scoring
+                cstate, delta = ctx.step(b.ctx, u)
+                cscore = b.cscore + delta
+                if a + cs[i] - ctx.max_step + delta < thr:
+                    continue
+            elif a + cs[i] < thr:
                 continue
+            else:
+                cstate, cscore = 0, 0.0
             if lm is not None:
                 hit = cache.get((b.state, u)) or lm.score(b.state, u)
                 lmq = b.lm + hit[0]
             else:
                 lmq, hit = b.lm, None
-            rank = a + w * lmq + bonus * (len(b.key) + 1)
-            if ctx is not None:
-                cstate, delta = ctx.step(b.ctx, u)
-                cscore = b.cscore + delta
-                rank += cscore
-            else:
-                cstate, cscore = 0, 0.0
+            rank = a + w * lmq + bonus * (len(b.key) + 1) + cscore
             if len(heap) < size:
                 heapq.heappush(heap, rank)
             elif rank >= heap[0]:
