@@ -333,7 +333,7 @@ async def test_health_metrics_and_page(rec):
     pcm = pcm16(speech_like(1.0, seed=22)).tobytes()
     async with running(rec) as app:
         health = json.loads(await http_get(app, "/healthz"))
-        assert health == {"status": "ok", "model": rec.name, "sessions": 0, "max_sessions": 64}
+        assert health == {"status": "ok", "model": rec.name, "sessions": 0, "max_sessions": 64, "http_port": None}
         async with connect(url(app)) as ws:
             await asyncio.sleep(0.05)
             assert json.loads(await http_get(app, "/healthz"))["sessions"] == 1
