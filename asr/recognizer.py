@@ -19,6 +19,7 @@ import torch
 from .checkpoint import ModelBundle, ModelDirError, load_model_dir
 from .config import DEFAULT_BEAM, ChunkConfig, DecodingConfig
 from .decoding import Hypothesis, make_decoder
+from .decoding.context import DEFAULT_BOOST, ContextGraph, HotwordLimits, parse_hotwords
 from .decoding.rescore import rescore as attention_rescore
 from .features import StreamingFbank, StreamingResampler, fbank, resample, to_float32
 from .lm import load_lm
@@ -228,11 +229,17 @@ class Recognizer:
     def search_method(self) -> str:
         return "prefix_beam" if self.lm is not None else self.decoding.method
 
-    def new_decoder(self, rescoring: bool = False):
-        """A CTC search for one utterance: prefix beam for rescoring or with an LM."""
+    def new_decoder(self, rescoring: bool = False, context: ContextGraph | None = None):
+        """A CTC search for one utterance: prefix beam for rescoring, with an LM or with
+        hotwords (`context`)."""
         d = self.decoding
         method = "prefix_beam" if rescoring else self.search_method
-        return make_decoder(method, self.beam_size, 0, d.blank_penalty, self.lm, self.lm_weight, self.lm_bonus)
+        return make_decoder(method, self.beam_size, 0, d.blank_penalty, self.lm, self.lm_weight, self.lm_bonus, context)
+
+    def hotwords(self, value, limits: HotwordLimits = HotwordLimits(), boost: float = DEFAULT_BOOST) -> ContextGraph:
+        """A context graph for hotwords given as `parse_hotwords` takes them (a list of
+        phrases, a {phrase: boost} object, or lines); raises HotwordError."""
+        return ContextGraph(parse_hotwords(value, self.tokenizer, limits, boost))
 
     @classmethod
     def from_dir(
@@ -369,24 +376,26 @@ class Recognizer:
             return (torch.cat(encs) if keep_encoder else None), torch.cat(outs)
 
     def transcribe(
-        self, audio: np.ndarray | torch.Tensor, sample_rate: int = 16000, rescoring: bool | None = None
+        self, audio: np.ndarray | torch.Tensor, sample_rate: int = 16000, rescoring: bool | None = None,
+        hotwords: ContextGraph | None = None,
     ) -> Result:
         """Recognise a whole recording (mono float32 in [-1, 1] or int16).
 
         Up to `max_full_context_s` of audio is decoded with full context; longer audio is
         decoded in 2.56 s chunks with 8 chunks of history, keeping memory linear.
         rescoring: attention-rescore the result (None: as `DecodingConfig.rescoring`).
+        hotwords: a context graph (`Recognizer.hotwords`) that biases the search.
         """
         if self.final is not None:
-            return self.final.transcribe(audio, sample_rate)
+            return self.final.transcribe(audio, sample_rate, hotwords)
         rescoring = self.decoding.rescoring if rescoring is None else rescoring
         self._check_rescoring(rescoring)
-        return self._transcribe_features(self._features(audio, sample_rate), rescoring)
+        return self._transcribe_features(self._features(audio, sample_rate), rescoring, hotwords)
 
-    def _transcribe_features(self, feats: torch.Tensor, rescoring: bool) -> Result:
+    def _transcribe_features(self, feats: torch.Tensor, rescoring: bool, hotwords: ContextGraph | None = None) -> Result:
         long = feats.size(0) * self.features.frame_shift_ms / 1000 > self.max_full_context_s
         enc, logp = self._encode(feats, 64 if long else None, 8, rescoring)
-        decoder = self.new_decoder(rescoring)
+        decoder = self.new_decoder(rescoring, hotwords)
         decoder.advance(logp)
         end_s = feats.size(0) * self.features.frame_shift_ms / 1000
         nbest = decoder.nbest()
@@ -394,24 +403,29 @@ class Recognizer:
             nbest = self.rescore(nbest, enc)
         return self.result(nbest, 0.0, end_s, rescored=rescoring)
 
-    def transcribe_many(self, audios: Sequence[np.ndarray | torch.Tensor], sample_rate: int = 16000) -> list[Result]:
+    def transcribe_many(self, audios: Sequence[np.ndarray | torch.Tensor], sample_rate: int = 16000,
+                        hotwords: Sequence[ContextGraph | None] | None = None) -> list[Result]:
         """`transcribe` for several recordings at once: full-context passes in padded,
         length-sorted batches (`recognize_features`); each result is what `transcribe`
         gives for its audio, up to float rounding. Recordings longer than
-        `max_full_context_s` are decoded one by one, as `transcribe` does them."""
+        `max_full_context_s` are decoded one by one, as `transcribe` does them.
+        hotwords: a context graph (or None) per recording."""
         if self.final is not None:
-            return self.final.transcribe_many(audios, sample_rate)
+            return self.final.transcribe_many(audios, sample_rate, hotwords)
         feats = [self._features(a, sample_rate) for a in audios]
         shift_s = self.features.frame_shift_ms / 1000
+        contexts = list(hotwords) if hotwords is not None else [None] * len(feats)
         short = [i for i, f in enumerate(feats) if f.size(0) * shift_s <= self.max_full_context_s]
         results: list[Result | None] = [None] * len(feats)
         if short:
             ends = [feats[i].size(0) * shift_s for i in short]
-            for i, r in zip(short, self.recognize_features([feats[i] for i in short], [0.0] * len(short), ends)):
+            batch = self.recognize_features([feats[i] for i in short], [0.0] * len(short), ends,
+                                            contexts=[contexts[i] for i in short])
+            for i, r in zip(short, batch):
                 results[i] = r
         for i, r in enumerate(results):
             if r is None:
-                results[i] = self._transcribe_features(feats[i], self.decoding.rescoring)
+                results[i] = self._transcribe_features(feats[i], self.decoding.rescoring, contexts[i])
         return results  # type: ignore[return-value]
 
     def recognize_features(
@@ -421,34 +435,38 @@ class Recognizer:
         t_end: Sequence[float],
         max_batch_frames: int = 0,
         max_batch: int = 0,
+        contexts: Sequence[ContextGraph | None] | None = None,
     ) -> list[Result]:
         """Full-context results for utterances given as features (frames, mel) that
         start at t0 and end at t_end (seconds; token times are absolute). They run sorted
         by length in padded batches of at most max_batch_frames padded frames and
         max_batch utterances (0: `batch_limits` for the device); padding is masked in the
-        encoder, so each result is what the utterance gives alone, up to float rounding."""
+        encoder, so each result is what the utterance gives alone, up to float rounding.
+        contexts: hotwords (a context graph or None) per utterance."""
         default_frames, default_batch = batch_limits(self.device)
         lengths = [int(f.size(0)) for f in feats]
+        ctx = list(contexts) if contexts is not None else [None] * len(feats)
         results: list[Result | None] = [None] * len(feats)
         if self.final is not None:  # the final model's passes; features are its log-mel (`full_pass_features`)
             for batch in length_batches(lengths, max_batch_frames or default_frames, max_batch or default_batch):
                 for i, lp in zip(batch, self.final.logprobs([feats[i] for i in batch])):
-                    results[i] = self.final.search(lp, t0[i], t_end[i])
+                    results[i] = self.final.search(lp, t0[i], t_end[i], ctx[i])
             return results  # type: ignore[return-value]
         todo = [i for i, n in enumerate(lengths) if n >= self.min_frames]
         for i in set(range(len(feats))) - set(todo):  # too short for one encoder frame
-            results[i] = self._decode_full(torch.zeros(0, self.model.cfg.vocab_size), None, t0[i], t_end[i])
+            results[i] = self._decode_full(torch.zeros(0, self.model.cfg.vocab_size), None, t0[i], t_end[i], ctx[i])
         batches = length_batches([lengths[i] for i in todo], max_batch_frames or default_frames,
                                  max_batch or default_batch)
         for batch in batches:
             idx = [todo[b] for b in batch]
             for i, res in zip(idx, self._run_padded([feats[i] for i in idx], [t0[i] for i in idx],
-                                                    [t_end[i] for i in idx])):
+                                                    [t_end[i] for i in idx], [ctx[i] for i in idx])):
                 results[i] = res
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _run_padded(self, feats: list[torch.Tensor], t0: list[float], t_end: list[float]) -> list[Result]:
+    def _run_padded(self, feats: list[torch.Tensor], t0: list[float], t_end: list[float],
+                    ctx: list[ContextGraph | None]) -> list[Result]:
         lens = torch.tensor([f.size(0) for f in feats])
         xs = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
         rescoring = self.decoding.rescoring
@@ -457,13 +475,14 @@ class Recognizer:
         logp = logp.float().cpu()
         out_lens = out_lens.cpu().tolist()
         return [
-            self._decode_full(logp[i, :n], enc[i, :n].float() if rescoring else None, t0[i], t_end[i])
+            self._decode_full(logp[i, :n], enc[i, :n].float() if rescoring else None, t0[i], t_end[i], ctx[i])
             for i, n in enumerate(out_lens)
         ]
 
-    def _decode_full(self, logp: torch.Tensor, enc: torch.Tensor | None, t0: float, t_end: float) -> Result:
+    def _decode_full(self, logp: torch.Tensor, enc: torch.Tensor | None, t0: float, t_end: float,
+                     context: ContextGraph | None = None) -> Result:
         rescoring = self.decoding.rescoring and enc is not None and logp.size(0) > 0
-        decoder = self.new_decoder(rescoring)
+        decoder = self.new_decoder(rescoring, context)
         decoder.advance(logp)
         nbest = decoder.nbest()
         if rescoring:
@@ -522,13 +541,15 @@ class Recognizer:
 
     # ------------------------------------------------------------ streaming
 
-    def stream(self, sample_rate: int = 16000, rescoring: bool | None = None, final_pass: bool = True) -> "Stream":
+    def stream(self, sample_rate: int = 16000, rescoring: bool | None = None,
+               hotwords: ContextGraph | None = None, final_pass: bool = True) -> "Stream":
         """A new stream; rescoring (None: as `DecodingConfig.rescoring`) makes its finals
-        attention-rescored, and makes it keep its utterance's encoder output for that.
-        With a final model, the stream's finals are its full-context pass over the
-        utterance's audio (kept for it), unless `final_pass` is off (a caller that runs
-        the passes itself, as the server's engine does, batched)."""
-        return Stream(self, sample_rate, rescoring, final_pass)
+        attention-rescored, and makes it keep its utterance's encoder output for that;
+        hotwords: a context graph (`Recognizer.hotwords`) for every utterance. With a
+        final model, the stream's finals are its full-context pass over the utterance's
+        audio (kept for it), unless `final_pass` is off (a caller that runs the passes
+        itself, as the server's engine does, batched)."""
+        return Stream(self, sample_rate, rescoring, hotwords, final_pass)
 
     @torch.inference_mode()
     def step(self, streams: Sequence["Stream"]) -> None:
@@ -565,10 +586,10 @@ class Stream:
     `Recognizer.step` (batched over streams) or in `accept` (this stream alone).
     """
 
-    def __init__(
-        self, recognizer: Recognizer, sample_rate: int = 16000, rescoring: bool | None = None, final_pass: bool = True
-    ) -> None:
+    def __init__(self, recognizer: Recognizer, sample_rate: int = 16000, rescoring: bool | None = None,
+                 hotwords: ContextGraph | None = None, final_pass: bool = True) -> None:
         self.rec = recognizer
+        self.hotwords = hotwords
         self._audio: list[np.ndarray] | None = [] if recognizer.final is not None and final_pass else None
         self._audio_start = 0  # 16 kHz sample index of the first kept sample
         self.sample_rate = sample_rate
@@ -585,7 +606,7 @@ class Stream:
 
     def _new_utterance(self) -> None:
         self._state = EncoderState.initial(self.rec.model.cfg, 1, self.rec.device, self.rec.compute_dtype)
-        self._decoder = self.rec.new_decoder(self.rescoring)
+        self._decoder = self.rec.new_decoder(self.rescoring, self.hotwords)
         self._pending: list[torch.Tensor] = []  # log-probs not searched yet (Recognizer.defer_search)
         self._encoder_out: list[torch.Tensor] = []  # this utterance's, kept only when rescoring
         self._utt_start = self._buf_start  # fbank frame where this utterance's frame 0 starts
@@ -721,8 +742,8 @@ class Stream:
         """The utterance's result: the final model's pass over its audio when there is one,
         else attention-rescored when this stream rescores, else the streaming result."""
         if self._audio is not None and self.rec.final is not None:
-            return shifted(self.rec.final.transcribe(self.utterance_audio(), self.rec.features.sample_rate),
-                           self.utterance_start)
+            return shifted(self.rec.final.transcribe(self.utterance_audio(), self.rec.features.sample_rate,
+                                                     self.hotwords), self.utterance_start)
         if not self.rescoring:
             return self.partial()
         self._search()

@@ -43,9 +43,11 @@ class Result:
     confidence: float
     nbest: tuple[tuple[str, float], ...] = ()
     options: dict = field(default_factory=dict)
+    # The units as recognised when `text` is display text (punctuation, ITN: asr.text)
+    raw_text: str | None = None
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "text": self.text,
             "start": round(self.start, 3),
             "end": round(self.end, 3),
@@ -55,6 +57,9 @@ class Result:
                 for t in self.tokens
             ],
         }
+        if self.raw_text is not None:
+            out["raw_text"] = self.raw_text
+        return out
 
 
 def build_result(

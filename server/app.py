@@ -25,10 +25,11 @@ from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
-
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+
+from asr.text.options import TextOptions
 
 from .auth import key_ok
 from .batcher import Batcher
@@ -40,6 +41,7 @@ from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .session import Session, SessionConfig
 from .settings import Settings
 from .shared_port import SharedPortConnection
+from .text import TextService
 
 __all__ = ["App", "STREAM_PATH"]
 
@@ -95,7 +97,9 @@ class App:
         )
         self.batcher.on_batch = self.metrics.on_batch
         self.batcher.on_pass_skipped = self.metrics.on_pass_skipped
-        self.session_config = SessionConfig(self.model_name, settings.endpoint, settings.final_pass, settings.max_frame_bytes)
+        self.text = TextService(recognizer, settings.punct_model or None, settings.hotwords or None, settings.hotword_boost)
+        self.session_config = SessionConfig(self.model_name, settings.endpoint, settings.final_pass, settings.max_frame_bytes,
+                                            TextOptions(settings.punctuation, settings.itn))
         self._rescoring_streams = None if settings.final_pass == "stream" else False
         self._new_vad = new_vad
         self._slots: set[ServerConnection] = set()  # connections holding a session slot
@@ -301,6 +305,8 @@ class App:
             "model": self.model_name,
             "sessions": self.active_sessions,
             "max_sessions": self.settings.max_sessions,
+            # where the OpenAI-compatible API listens (the browser page sends files there)
+            "http_port": self.http_api.port if self.http_api is not None else None,
         }
         status = http.HTTPStatus.SERVICE_UNAVAILABLE if self.shutting_down else http.HTTPStatus.OK
         return _response(status, json.dumps(body).encode(), "application/json")
@@ -317,7 +323,7 @@ class App:
         if await self.integrations.handle(connection):
             return
         query = dict(parse_qsl(urlsplit(connection.request.path).query)) if connection.request else {}
-        session = Session(secrets.token_hex(8), self.session_config, self._new_stream, query, self._new_vad)
+        session = Session(secrets.token_hex(8), self.session_config, self._new_stream, query, self._new_vad, self.text)
         driver = SessionDriver(connection, session, self.batcher, self.metrics, self.settings)
         self._drivers.add(driver)
         self.metrics.sessions_total.inc()
@@ -329,5 +335,5 @@ class App:
             self._drivers.discard(driver)
             self._slots.discard(connection)
 
-    def _new_stream(self, sample_rate: int) -> Any:
-        return self.rec.stream(sample_rate, rescoring=self._rescoring_streams)
+    def _new_stream(self, sample_rate: int, hotwords: Any = None) -> Any:
+        return self.rec.stream(sample_rate, rescoring=self._rescoring_streams, hotwords=hotwords)

@@ -405,15 +405,18 @@ class Batcher:
         """Full-context results (or the exception) for each request's utterance audio."""
         many = getattr(self.rec, "transcribe_many", None)
         rates = {r.sample_rate for r in requests}
+        hot = [getattr(r, "hotwords", None) for r in requests]
+        extra = {"hotwords": hot} if any(h is not None for h in hot) else {}
         if many is not None and len(requests) > 1 and len(rates) == 1:
             try:
-                return list(many([r.audio for r in requests], rates.pop()))
+                return list(many([r.audio for r in requests], rates.pop(), **extra))
             except Exception:
                 log.exception("batched final passes failed; running them one by one")
         out: list[Any] = []
         for r in requests:
             try:
-                out.append(self.rec.transcribe(r.audio, r.sample_rate))
+                h = getattr(r, "hotwords", None)
+                out.append(self.rec.transcribe(r.audio, r.sample_rate, **({"hotwords": h} if h is not None else {})))
             except Exception:
                 log.exception("final pass failed")
                 out.append(InternalError("recognition failed"))

@@ -3,7 +3,9 @@
 Existing OpenAI client code works by pointing its base URL at this listener:
 multipart `file` (any format PyAV decodes) and `model`, `response_format` json, text,
 srt, vtt or verbose_json, `timestamp_granularities[]` word and/or segment (with
-verbose_json), `language` (Mandarin only). Errors are JSON in OpenAI's shape:
+verbose_json), `language` (Mandarin only), `prompt` (its words and phrases become
+hotwords). Text is punctuated and its numbers written as figures, as OpenAI's is, unless
+the server runs with `--punctuation off` / `--itn off`. Errors are JSON in OpenAI's shape:
 `{"error": {"message", "type", "param", "code"}}` with a 4xx status for the client's
 mistakes; internals never reach the client.
 
@@ -35,6 +37,7 @@ from asr.batch.formats import render, token_ends
 from asr.batch.inputs import InputItem
 from asr.batch.pipeline import BatchOptions, prepare, recognize_prepared
 from asr.batch.results import Segment, Transcript
+from asr.text.options import TextOptions
 
 from .auth import key_ok
 
@@ -71,6 +74,7 @@ class _Request:
     model: str
     response_format: str
     granularities: tuple[str, ...]
+    prompt: str = ""
 
 
 class HttpApi:
@@ -80,7 +84,8 @@ class HttpApi:
         self.app = app  # server.app.App: settings (API keys), the recognizer, shutting_down
         self.host, self.requested_port = host, port
         self.max_upload_bytes = max_upload_bytes
-        self.options = BatchOptions(engine=EngineOptions())
+        settings = app.settings
+        self.options = BatchOptions(engine=EngineOptions(), text=TextOptions(settings.punctuation, settings.itn))
         self.engine = BatchEngine(app.rec, self.options.engine)
         self.record = self.options.record(app.rec)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tingxie-http")
@@ -91,7 +96,7 @@ class HttpApi:
     async def start(self, shared: bool = False) -> None:
         """Listen on the API's own port, or (shared: on the main port) only build the
         handler that `protocol` gives the main port's API connections."""
-        middlewares = [web.middleware(_one_request_per_connection)] if shared else []
+        middlewares = [_cors_middleware()] + ([web.middleware(_one_request_per_connection)] if shared else [])
         api = web.Application(client_max_size=self.max_upload_bytes + MAX_FIELD_BYTES, middlewares=middlewares)
         api.router.add_route("*", TRANSCRIPTIONS_PATH, self._transcriptions)
         api.router.add_route("*", "/v1/models", self._models)
@@ -286,7 +291,7 @@ class HttpApi:
         if (one("stream") or "false").lower() in ("true", "1"):
             raise ApiError(400, "Streaming responses are not supported here; use the websocket API (/v1/stream).",
                            "unsupported_value", "stream")
-        return _Request(data_path, filename or "upload", model, fmt, grans or ("segment",))
+        return _Request(data_path, filename or "upload", model, fmt, grans or ("segment",), one("prompt") or "")
 
     # ------------------------------------------------------------------ work (worker thread)
 
@@ -299,7 +304,9 @@ class HttpApi:
             # The decoder names the file it read: the client knows it by its own name.
             message = prepared.error.replace(req.data_path, req.filename).replace(os.path.basename(req.data_path), req.filename)
             raise ApiError(400, f"Could not decode the audio: {message}", "invalid_audio", "file")
-        (outcome,) = recognize_prepared(self.engine, [prepared], self.record)
+        text = self.app.text
+        hotwords = text.context(req.prompt, prompt=True) if req.prompt else text.context()
+        (outcome,) = recognize_prepared(self.engine, [prepared], self.record, text.formatter, self.options.text, hotwords)
         assert outcome.transcript is not None
         return outcome.transcript
 
@@ -342,6 +349,24 @@ def _filename(name: str | None) -> str:
         raise ApiError(400, "Invalid filename: it must not contain control characters (at most 255 characters).",
                        "invalid_value", "file")
     return name
+
+
+def _cors_middleware():
+    @web.middleware
+    async def cors(request: Any, handler: Any):
+        """The browser page (served on the websocket port) posts files here: another
+        origin. Bearer keys, not cookies, authenticate, so any origin may call."""
+        if request.method == "OPTIONS":
+            response = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Max-Age"] = "600"
+        else:
+            response = await handler(request)
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
+    return cors
 
 
 def _segment(i: int, s: Segment) -> dict[str, Any]:

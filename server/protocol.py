@@ -34,6 +34,7 @@ __all__ = [
     "ServerMessage",
     "parse",
     "parse_format",
+    "parse_text_options",
     "encode",
 ]
 
@@ -43,6 +44,8 @@ ENCODINGS: dict[str, int] = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw":
 SAMPLE_RATES = (8000, 48000)  # inclusive range; audio is resampled to the model's 16 kHz
 MAX_CHANNELS = 2
 FORMAT_KEYS = ("sample_rate", "encoding", "channels")
+# Transcript options in `start` (docs/protocol.md): defaults come from the server's flags.
+TEXT_KEYS = ("punctuation", "itn", "hotwords")
 
 
 # ------------------------------------------------------------------ audio format
@@ -90,9 +93,11 @@ def parse_format(values: Mapping[str, Any], base: AudioFormat = AudioFormat()) -
 
 @dataclass(frozen=True)
 class Start:
-    """Audio configuration; keys left out keep their query-string (or default) values."""
+    """Audio configuration; keys left out keep their query-string (or default) values.
+    options: the transcript options given (TEXT_KEYS), types checked."""
 
     values: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -120,12 +125,12 @@ def parse(frame: str | bytes) -> ClientMessage:
         raise ProtocolError("text messages must be JSON objects", "bad_json")
     kind = obj.get("type")
     if kind == "start":
-        unknown = sorted(set(obj) - {"type", *FORMAT_KEYS})
+        unknown = sorted(set(obj) - {"type", *FORMAT_KEYS, *TEXT_KEYS})
         if unknown:
             raise ProtocolError(f"unknown keys in start: {', '.join(unknown)[:200]}", "bad_message")
         values = {k: obj[k] for k in FORMAT_KEYS if k in obj}
         parse_format(values)  # types and ranges checked now, merged with the query later
-        return Start(values)
+        return Start(values, parse_text_options(obj))
     if kind == "end":
         unknown = sorted(set(obj) - {"type"})
         if unknown:
@@ -135,6 +140,23 @@ def parse(frame: str | bytes) -> ClientMessage:
         raise ProtocolError('text messages need a "type"', "bad_message")
     shown = validate.shown(kind)
     raise ProtocolError(f'unknown message type {shown}: the client sends "start" and "end"', "bad_message")
+
+
+def parse_text_options(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The transcript options present in `obj`, their types checked (a hotword list's
+    content is checked against the model by the session)."""
+    out = {}
+    for key in ("punctuation", "itn"):
+        if key in obj:
+            if not isinstance(obj[key], bool):
+                raise ProtocolError(f"{key} must be true or false", "bad_config")
+            out[key] = obj[key]
+    if "hotwords" in obj:
+        if not isinstance(obj["hotwords"], (list, dict, str)):
+            raise ProtocolError("hotwords must be a list of phrases (strings or {\"phrase\", \"boost\"} objects)",
+                                "bad_config")
+        out["hotwords"] = obj["hotwords"]
+    return out
 
 
 # ------------------------------------------------------------------ server messages
@@ -181,6 +203,9 @@ class TokenInfo:
 
 @dataclass(frozen=True)
 class Final:
+    """text: display text (punctuation, ITN as the session asked); raw_text: the units as
+    recognised; tokens: display tokens (a rewritten number spans the units it replaced)."""
+
     type: ClassVar[str] = "final"
     channel: int
     utterance: int
@@ -189,6 +214,7 @@ class Final:
     end: float
     confidence: float
     tokens: tuple[TokenInfo, ...] = ()
+    raw_text: str = ""
     # Which decoding produced the text: "full" (full-context pass over the utterance) or
     # "stream" (the streaming result). Sent as "pass".
     pass_: str = "full"

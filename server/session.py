@@ -29,6 +29,7 @@ import numpy as np
 from asr import g711
 from asr.config import EndpointConfig
 from asr.endpoint import detect_endpoint
+from asr.text.options import TextOptions
 
 from .errors import CLOSE_GOING_AWAY, CLOSE_NORMAL, FrameTooLarge, ProtocolError
 from .protocol import (
@@ -57,6 +58,7 @@ class SessionConfig:
     endpoint: EndpointConfig = EndpointConfig()
     final_pass: str = "auto"
     max_frame_bytes: int = 1 << 20
+    text: TextOptions = TextOptions()  # defaults of the start options punctuation and itn
 
     def __post_init__(self) -> None:
         if self.final_pass not in FINAL_PASSES:
@@ -90,6 +92,7 @@ class FinalRequest:
     offset_s: float
     emit: bool
     produced_by: str = ""  # set by the engine: "full" (the full-context pass) or "stream"
+    hotwords: Any = None  # the session's context graph, for the full-context pass
 
 
 Request = Union[ChunkRequest, FinalRequest]
@@ -160,9 +163,15 @@ class Session:
         new_stream: Callable[[int], Any],
         query: Mapping[str, str] | None = None,
         new_vad: Callable[[int], Any] | None = None,
+        text: Any = None,
     ) -> None:
+        """text: the server's `TextService` (hotword lists, display text); None: finals
+        carry the units as recognised."""
         self.id = session_id
         self.config = config
+        self._text = text
+        self._options = config.text
+        self._hotwords: Any = text.context() if text is not None else None
         self._new_stream = new_stream
         self._new_vad = new_vad
         self._format: AudioFormat | None = None
@@ -273,6 +282,15 @@ class Session:
         if self._audio_seen:
             raise ProtocolError("start must come before any audio", "unexpected_message")
         fmt = parse_format({**self._query, **msg.values})
+        opts = msg.options
+        self._options = TextOptions(opts.get("punctuation", self._options.punctuation), opts.get("itn", self._options.itn))
+        if "hotwords" in opts:
+            if self._text is None:
+                raise ProtocolError("this endpoint does not take hotwords", "bad_config")
+            try:
+                self._hotwords = self._text.context(opts["hotwords"])
+            except ValueError as e:  # HotwordError
+                raise ProtocolError(str(e), "bad_config") from None
         self._started = True
         self._configure(fmt)
 
@@ -280,7 +298,8 @@ class Session:
         self._format = fmt
         self._channels = [
             _Channel(
-                self._new_stream(fmt.sample_rate),
+                self._new_stream(fmt.sample_rate, hotwords=self._hotwords) if self._hotwords is not None
+                else self._new_stream(fmt.sample_rate),
                 self._new_vad(fmt.sample_rate) if self._new_vad else None,
                 history=_History() if self.config.final_pass != "stream" else None,
             )
@@ -337,7 +356,11 @@ class Session:
         st = ch.stream
         res = st.partial()
         if res.text and res.text != ch.text:
-            self._messages.append(Partial(c, ch.utterance, res.text, res.start, st.decoded_s))
+            # partials: numbers as figures, no marks (those come with the final)
+            shown = res
+            if self._text is not None and self._options.itn:
+                shown = self._text.format(res, TextOptions(punctuation=False, itn=True), final=False)
+            self._messages.append(Partial(c, ch.utterance, shown.text, res.start, st.decoded_s))
         ch.text = res.text
         utterance_s = st.decoded_s - st.utterance_start
         if ch.vad is not None:
@@ -364,18 +387,22 @@ class Session:
                 audio, offset = ch.history.slice(first, last), first / rate
             # The next utterance starts where this one's decoding stopped.
             ch.history.drop_before(int(round(st.decoded_s * rate)))
-        req = FinalRequest(c, st, audio, self._format.sample_rate if self._format else 16000, offset, emit)
+        req = FinalRequest(c, st, audio, self._format.sample_rate if self._format else 16000, offset, emit,
+                           self._hotwords)
         ch.in_flight = req
         self._requests.append(req)
 
     def _on_final(self, req: FinalRequest, ch: _Channel, result: Any) -> None:
         if req.emit:
             off = req.offset_s
+            raw = result.text
+            if self._text is not None:
+                result = self._text.format(result, self._options)
             tokens = tuple(TokenInfo(t.text, t.start + off, t.end + off, t.confidence) for t in result.tokens)
             produced_by = req.produced_by or ("full" if req.audio is not None else "stream")
             self._messages.append(
                 Final(req.channel, ch.utterance, result.text, result.start + off, result.end + off, result.confidence,
-                      tokens, produced_by)
+                      tokens, raw_text=raw, pass_=produced_by)
             )
             ch.utterance += 1
         ch.text = ""

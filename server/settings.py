@@ -101,6 +101,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("audiosocket_format", str, "what AudioSocket kind 0x10 carries (Dial(AudioSocket/...c(ulaw)) sends ulaw as 0x10)",
            ("slin", "ulaw", "alaw")),
     Option("webhook_url", str, "POST each final, DTMF digit and call end of telephony calls here (needs aiohttp)"),
+    # Readable transcripts (docs/protocol.md#transcript-options): defaults of the start options.
+    Option("punctuation", _bool, "punctuate finals (the start option punctuation overrides it per session)"),
+    Option("itn", _bool, "write spoken numbers as figures in finals and partials (start option itn)"),
+    Option("punct_model", str, "punctuation model folder (default: models/punct of the repository)"),
+    Option("hotwords", str, "file of hotwords for every session, one phrase a line (optionally 'phrase boost')"),
+    Option("hotword_boost", float, "score added per matched unit of a hotword that has no boost of its own"),
     Option("compat", str, "compatible endpoint on a port of its own: wenet=10086, funasr=10095, vosk=2700 (repeat)",
            multiple=True),
 )
@@ -148,6 +154,11 @@ class Settings:
     audiosocket_format: str = "slin"
     webhook_url: str = ""
     compat: tuple[str, ...] = ()
+    punctuation: bool = True
+    itn: bool = True
+    punct_model: str = ""
+    hotwords: str = ""
+    hotword_boost: float = 2.0
     endpoint: EndpointConfig = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -165,6 +176,10 @@ class Settings:
         for opt in OPTIONS:
             if opt.choices and getattr(self, opt.name) not in opt.choices:
                 raise ConfigError(f"{opt.name} must be one of {', '.join(opt.choices)}")
+        if not 0 <= self.hotword_boost <= 10:
+            raise ConfigError("hotword_boost must be 0 to 10")
+        if self.hotwords and not Path(self.hotwords).is_file():
+            raise ConfigError(f"hotwords file {self.hotwords} not found")
         if any(not k for k in self.api_key):
             raise ConfigError("API keys must not be empty")
         for net in self.audiosocket_allow:

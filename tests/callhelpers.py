@@ -22,13 +22,17 @@ from server.settings import Settings
 from .conftest import espeak
 
 ONE_UTTERANCE = dict(endpoint_silence_ms=60_000, no_speech_ms=60_000, max_utterance_ms=60_000)
+# Finals as recognised (no punctuation, no ITN): what these tests compare with transcribe();
+# display text is tested in tests/test_transcript_text.py.
+RAW_TEXT = dict(punctuation=False, itn=False)
 TEXTS = ("你好，我想查询一下我的账单。", "好的，请告诉我您的手机号码。", "今天天气很好。")
 
 
 @contextlib.asynccontextmanager
 async def running(rec, **overrides):
     # final_pass "full": finals are compared with transcribe, so no fallback to the streaming result under load.
-    kw = dict(model=".", host="127.0.0.1", port=0, threads=1, shutdown_timeout_s=5.0, final_pass="full", **ONE_UTTERANCE)
+    kw = dict(model=".", host="127.0.0.1", port=0, threads=1, shutdown_timeout_s=5.0, final_pass="full", **ONE_UTTERANCE,
+              **RAW_TEXT)
     kw.update(overrides)
     app = App(Settings(**kw), rec)
     await app.start()

@@ -119,8 +119,9 @@ def test_long_audio_is_segmented_with_absolute_times(rec, tmp_path):
 
 def run_cli(capsys, model_dir, *args) -> tuple[int, str, str]:
     # fp32: outputs are compared with an fp32 Recognizer (auto would pick bf16 on some CPUs)
+    # punctuation and ITN off: texts are compared with transcribe() (display text: test_readable_output)
     rc = main(["transcribe", "--model", str(model_dir), "--threads", "1", "--no-progress", "--precision", "fp32",
-               *map(str, args)])
+               "--punctuation", "off", "--itn", "off", *map(str, args)])
     out = capsys.readouterr()
     return rc, out.out, out.err
 

@@ -25,13 +25,14 @@ def rec(random_model_dir):
     return Recognizer.from_dir(random_model_dir, device="cpu")
 
 
-async def funasr_client(uri: str, pcm: bytes, mode: str, fs: int, chunk_size) -> list[dict]:
+async def funasr_client(uri: str, pcm: bytes, mode: str, fs: int, chunk_size, itn: bool = False,
+                        hotwords: dict | None = None) -> list[dict]:
     out = []
     async with connect(uri, subprotocols=["binary"]) as ws:
         await ws.send(json.dumps({"mode": mode, "chunk_size": chunk_size, "chunk_interval": 10,
                                   "encoder_chunk_look_back": 4, "decoder_chunk_look_back": 0,
                                   "audio_fs": fs, "wav_name": "demo", "wav_format": "pcm", "is_speaking": True,
-                                  "hotwords": json.dumps({"账单": 20}), "itn": True}))
+                                  "hotwords": json.dumps(hotwords or {"账单": 20}), "itn": itn}))
         sizes = chunk_size if isinstance(chunk_size, list) else [int(x) for x in chunk_size.split(",")]
         stride = int(60 * sizes[1] / 10 / 1000 * fs * 2)
         for i in range(0, len(pcm), stride):

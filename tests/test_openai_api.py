@@ -52,8 +52,9 @@ def files(tmp_path_factory):
 @contextlib.asynccontextmanager
 async def serving(rec, **overrides):
     """The server as `make run` starts it (the API on the main port unless overridden),
-    and an `openai` client pointed at the API."""
-    kw = dict(model=".", host="127.0.0.1", port=0, shutdown_timeout_s=5.0)
+    and an `openai` client pointed at the API. Raw text unless a test asks: responses are
+    compared with the batch pipeline's raw output."""
+    kw = dict(model=".", host="127.0.0.1", port=0, shutdown_timeout_s=5.0, punctuation=False, itn=False)
     kw.update(overrides)
     app = App(Settings(**kw), rec)
     await app.start()
@@ -252,3 +253,12 @@ def _get(url: str) -> tuple[int, bytes, str]:
             return r.status, r.read(), r.headers.get("Content-Type", "")
     except urllib.error.HTTPError as e:
         return e.code, e.read(), e.headers.get("Content-Type", "")
+
+
+async def test_text_is_punctuated_by_default(rec, files):
+    raw = expected(rec, files / "short.wav")
+    async with serving(rec, punctuation=True, itn=True) as (app, client):
+        with open(files / "short.wav", "rb") as f:
+            r = await client.audio.transcriptions.create(model="tingxie", file=f, response_format="verbose_json")
+    assert raw.text and r.text[-1] in "。？！" and r.segments[0].text[-1] in "。？！"
+    assert app.text.context("的一是，不了人", prompt=True).phrases == 2  # prompt phrases the model can spell

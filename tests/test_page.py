@@ -23,6 +23,8 @@ import pytest
 import torch
 
 from asr.audio import read_audio
+from asr.batch.inputs import expand_inputs
+from asr.batch.pipeline import run_local
 from asr.checkpoint import save_model_dir
 from asr.config import ChunkConfig, ModelConfig
 from asr.features import fbank
@@ -166,6 +168,7 @@ async def test_page_shows_the_transcript_of_the_microphone(tone_model_dir, tmp_p
     expected = rec.transcribe(pcm, rate).text
     assert expected == "".join(units()[2 + k] for _, _, k in spans)  # the model learnt its task
 
+    # the server punctuates by default; the page's toggles turn it off for this session
     app = App(Settings(model=tone_model_dir, host="127.0.0.1", port=0, threads=1, final_pass="full"), rec)
     await app.start()
     try:
@@ -180,6 +183,8 @@ async def test_page_shows_the_transcript_of_the_microphone(tone_model_dir, tmp_p
                 " if (t) window.notePartial(t); }).observe(document.getElementById('partial'),"
                 " {childList: true, characterData: true, subtree: true})"
             )
+            await page.uncheck("#punctuation")
+            await page.uncheck("#itn")
             await page.click("#start")
             await page.wait_for_selector('#state[data-state="listening"]', timeout=15_000)
             # The file plays in real time; its trailing pause makes the final arrive.
@@ -192,6 +197,7 @@ async def test_page_shows_the_transcript_of_the_microphone(tone_model_dir, tmp_p
             times = await page.eval_on_selector_all("#finals .time", "els => els.map(e => e.textContent)")
             error = await page.inner_text("#error")
             state = await page.inner_text("#state")
+            txt, srt = await downloads(page)
             await browser.close()
     finally:
         await app.shutdown()
@@ -199,6 +205,59 @@ async def test_page_shows_the_transcript_of_the_microphone(tone_model_dir, tmp_p
     assert "".join(finals) == expected
     assert partials and expected.startswith(partials[0][:1])
     assert all("–" in t for t in times) and state in ("done", "closed")
+    assert txt == "".join(f + "\n" for f in finals)
+    assert_srt(srt, finals)
+
+
+async def downloads(page) -> tuple[str, str]:
+    """The page's TXT and SRT downloads of its transcript."""
+    out = []
+    for button in ("#download-txt", "#download-srt"):
+        async with page.expect_download() as info:
+            await page.click(button)
+        out.append(Path(await (await info.value).path()).read_text(encoding="utf-8"))
+    return out[0], out[1]
+
+
+def assert_srt(srt: str, finals: list[str]) -> None:
+    blocks = [b.split("\n") for b in srt.strip().split("\n\n")]
+    assert [b[0] for b in blocks] == [str(i + 1) for i in range(len(finals))]
+    assert [b[2] for b in blocks] == finals
+    for b in blocks:
+        start, end = b[1].split(" --> ")
+        assert len(start) == len(end) == 12 and start <= end
+
+
+async def test_page_transcribes_a_chosen_file_through_the_http_api(tone_model_dir, tmp_path):
+    """The file picker: the recording goes to the OpenAI-compatible API (another port,
+    found through /healthz), its segments become the list of finals with their times."""
+    audio, spans = tone_sequence(np.random.default_rng(3), bursts=[2, 0, 1, 3], rate=RATE)
+    wav = write_wav(tmp_path / "call.wav", np.concatenate([audio, np.zeros(RATE // 2, np.float32)]), RATE)
+    rec = Recognizer.from_dir(tone_model_dir, device="cpu")
+    (outcome,) = list(run_local(expand_inputs([str(wav)]), rec))
+    expected = [s.text for s in outcome.transcript.segments]
+    assert "".join(expected) == "".join(units()[2 + k] for _, _, k in spans)
+    app = App(Settings(model=tone_model_dir, host="127.0.0.1", port=0, http_port=0, threads=1,
+                       punctuation=False, itn=False), rec)
+    await app.start()
+    try:
+        async with async_playwright() as p:
+            browser = await launch(p)
+            page = await browser.new_page()
+            await page.goto(f"http://127.0.0.1:{app.port}/")
+            await page.set_input_files("#file", str(wav))
+            await page.wait_for_function("document.body.dataset.state === 'done' || document.body.dataset.state === 'error'",
+                                         timeout=30_000)
+            finals = await page.eval_on_selector_all("#finals .text", "els => els.map(e => e.textContent)")
+            error = await page.inner_text("#error")
+            txt, srt = await downloads(page)
+            await browser.close()
+    finally:
+        await app.shutdown()
+    assert error == ""
+    assert finals == expected
+    assert txt == "".join(f + "\n" for f in finals)
+    assert_srt(srt, finals)
 
 
 SPOKEN = ["请帮我转人工服务", "今天天气很好", "我的订单还没有到"]

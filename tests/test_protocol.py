@@ -87,6 +87,18 @@ def test_error_messages_name_the_problem_without_echoing_huge_input():
     assert len(e.value.message) < 200
 
 
+def test_start_transcript_options():
+    msg = parse(json.dumps({"type": "start", "punctuation": False, "itn": True, "hotwords": ["阿里巴巴"]}))
+    assert msg.options == {"punctuation": False, "itn": True, "hotwords": ["阿里巴巴"]}
+    assert parse('{"type": "start"}').options == {}
+    for bad, message in [({"punctuation": "yes"}, "punctuation must be true or false"),
+                         ({"itn": 1}, "itn must be true or false"),
+                         ({"hotwords": 5}, "hotwords must be a list")]:
+        with pytest.raises(ProtocolError) as e:
+            parse(json.dumps({"type": "start", **bad}))
+        assert message in e.value.message and e.value.code == "bad_config"
+
+
 def test_encode_server_messages():
     assert json.loads(encode(Ready("s1", 16000, "pcm_s16le", 1, "m"))) == {
         "type": "ready", "session": "s1", "sample_rate": 16000, "encoding": "pcm_s16le", "channels": 1,
@@ -95,11 +107,13 @@ def test_encode_server_messages():
     assert json.loads(encode(Partial(1, 2, "今天", 0.12345, 1.0))) == {
         "type": "partial", "channel": 1, "utterance": 2, "text": "今天", "start": 0.123, "end": 1.0,
     }
-    final = Final(0, 0, "今天", 0.1, 0.5, 0.87654321, (TokenInfo("今", 0.1, 0.3, 0.9), TokenInfo("天", 0.3, 0.5, float("nan"))))
+    final = Final(0, 0, "今天。", 0.1, 0.5, 0.87654321,
+                  (TokenInfo("今", 0.1, 0.3, 0.9), TokenInfo("天。", 0.3, 0.5, float("nan"))), "今天")
     assert json.loads(encode(final)) == {
-        "type": "final", "channel": 0, "utterance": 0, "text": "今天", "start": 0.1, "end": 0.5, "confidence": 0.8765,
+        "type": "final", "channel": 0, "utterance": 0, "text": "今天。", "start": 0.1, "end": 0.5, "confidence": 0.8765,
         "tokens": [{"text": "今", "start": 0.1, "end": 0.3, "confidence": 0.9},
-                   {"text": "天", "start": 0.3, "end": 0.5, "confidence": 0.0}],
+                   {"text": "天。", "start": 0.3, "end": 0.5, "confidence": 0.0}],
+        "raw_text": "今天",
         "pass": "full",
     }
     assert "今天" in encode(final)  # UTF-8 text, not \u escapes

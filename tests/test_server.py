@@ -41,7 +41,7 @@ from tingxie.cli import build_parser
 
 # `running`: a server on 127.0.0.1 with long endpoint times (one utterance per test
 # stream, so its final equals transcribe()) and one model thread.
-from .callhelpers import ONE_UTTERANCE, read_all, running
+from .callhelpers import ONE_UTTERANCE, RAW_TEXT, read_all, running
 from .conftest import speech_like
 
 
@@ -280,7 +280,7 @@ async def test_run_freezes_what_startup_loaded_and_stops_on_sigterm(rec):
     """`App.run` (what `tingxie serve` runs) freezes the objects loaded by startup out of the
     cyclic collector (a full collection over the model and LM stalled the loop and the
     model's thread), serves, and shuts down gracefully on SIGTERM."""
-    app = App(Settings(model=".", host="127.0.0.1", port=0, threads=1, final_pass="stream", **ONE_UTTERANCE), rec)
+    app = App(Settings(model=".", host="127.0.0.1", port=0, threads=1, final_pass="stream", **ONE_UTTERANCE, **RAW_TEXT), rec)
     gc.unfreeze()
     task = asyncio.create_task(app.run())
     try:
@@ -301,7 +301,7 @@ async def test_run_freezes_what_startup_loaded_and_stops_on_sigterm(rec):
 
 async def test_graceful_shutdown_flushes_finals_and_closes_1001(rec):
     pcm = pcm16(speech_like(2.0, seed=21))
-    app = App(Settings(model=".", host="127.0.0.1", port=0, threads=1, final_pass="full", **ONE_UTTERANCE), rec)
+    app = App(Settings(model=".", host="127.0.0.1", port=0, threads=1, final_pass="full", **ONE_UTTERANCE, **RAW_TEXT), rec)
     await app.start()
     ws = await connect(url(app))
     for i in range(0, pcm.size * 2, 3200):
@@ -339,7 +339,7 @@ async def test_health_metrics_and_page(rec):
     pcm = pcm16(speech_like(1.0, seed=22)).tobytes()
     async with running(rec) as app:
         health = json.loads(await http_get(app, "/healthz"))
-        assert health == {"status": "ok", "model": rec.name, "sessions": 0, "max_sessions": 64}
+        assert health == {"status": "ok", "model": rec.name, "sessions": 0, "max_sessions": 64, "http_port": None}
         async with connect(url(app)) as ws:
             await asyncio.sleep(0.05)
             assert json.loads(await http_get(app, "/healthz"))["sessions"] == 1
@@ -557,7 +557,9 @@ async def test_serve_process_stops_gracefully_on_sigterm(random_model_dir, rec):
             proc.send_signal(signal.SIGTERM)
             msgs, code = await collect(ws)
         assert code == 1001
-        assert of(msgs, "final")[0]["text"] == rec.transcribe(pcm, 16000).text
+        final = of(msgs, "final")[0]
+        assert final["raw_text"] == rec.transcribe(pcm, 16000).text
+        assert final["text"][-1] in "。？！"  # punctuation is on by default
         assert msgs[-1] == {"type": "done", "audio_seconds": 1.5}
         assert await asyncio.to_thread(proc.wait, 30) == 0
     finally:

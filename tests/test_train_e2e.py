@@ -77,11 +77,12 @@ def test_training_resumes_and_learns_exactly(trained_model, tiny_corpus):
 def test_cli_transcribe_and_eval_on_trained_model(trained_model, tiny_corpus):
     model_dir, _, _ = trained_model
     wavs = [str(tiny_corpus / f"u{i}.wav") for i in range(len(SENTENCES))]
-    out = subprocess.run([sys.executable, "-m", "tingxie", "transcribe", "--model", str(model_dir), *wavs],
+    raw = ["--punctuation", "off", "--itn", "off"]  # the units as recognised, compared with the sentences
+    out = subprocess.run([sys.executable, "-m", "tingxie", "transcribe", "--model", str(model_dir), *raw, *wavs],
                          capture_output=True, text=True, check=True)
     lines = out.stdout.strip().splitlines()
     assert [line.split("\t")[1] for line in lines] == SENTENCES
-    out = subprocess.run([sys.executable, "-m", "tingxie", "transcribe", "--json", "--model", str(model_dir), wavs[1]],
+    out = subprocess.run([sys.executable, "-m", "tingxie", "transcribe", "--json", "--model", str(model_dir), *raw, wavs[1]],
                          capture_output=True, text=True, check=True)
     result = json.loads(out.stdout)
     assert result["text"] == SENTENCES[1]

@@ -4,6 +4,7 @@ summary). The model flags (--model, --device, --decoding, --beam) come from the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -14,7 +15,11 @@ from tqdm import tqdm
 
 from ..checkpoint import ModelDirError
 from ..config import ConfigError
+from ..decoding.context import ContextGraph, HotwordError, parse_hotwords
 from ..recognizer import PRECISIONS, default_threads
+from ..text.format import Formatter
+from ..text.options import TextOptions
+from ..text.punct import default_punct_dir
 from .engine import EngineOptions
 from .formats import FORMATS
 from .inputs import InputError, InputItem, expand_inputs
@@ -41,6 +46,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     out.add_argument("--cue-chars", type=int, default=32, help="longest subtitle line (srt, vtt) in characters")
     out.add_argument("--summary", type=Path, default=None, help="also write the run summary as JSON to this file")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    txt = p.add_argument_group("readable text")
+    txt.add_argument("--punctuation", choices=("on", "off"), default="on",
+                     help="punctuate segment texts with the punctuation model (default on)")
+    txt.add_argument("--itn", choices=("on", "off"), default="on",
+                     help="write spoken numbers as figures: 13800138000, 3500元, 50%% (default on)")
+    txt.add_argument("--punct-model", type=Path, default=None,
+                     help="punctuation model folder (default: models/punct of the repository)")
+    txt.add_argument("--hotwords", type=Path, default=None,
+                     help="file of phrases to favour, one a line ('phrase' or 'phrase boost')")
+    txt.add_argument("--hotword-boost", type=float, default=2.0, help="score per matched unit of a hotword")
     aud = p.add_argument_group("audio and segmentation")
     aud.add_argument("--channels", choices=CHANNEL_MODES, default="mix",
                      help="mix: one transcript of the down-mix; split: each channel recognised on its own")
@@ -79,7 +94,24 @@ def _options(args: argparse.Namespace) -> BatchOptions:
         min_silence_ms=args.min_silence_ms, speech_pad_ms=args.speech_pad_ms, max_segment_s=args.max_segment_s,
     )
     engine = EngineOptions(args.batch_frames, args.max_batch)
-    return BatchOptions(args.channels, vad, engine, workers=args.workers)
+    text = TextOptions(args.punctuation == "on", args.itn == "on")
+    return BatchOptions(args.channels, vad, engine, workers=args.workers, text=text)
+
+
+def _readable(args: argparse.Namespace, rec: Any, options: BatchOptions) -> tuple[Any, Any]:
+    """(formatter or None, hotword context graph or None) for the run."""
+    formatter = None
+    if options.text.punctuation or options.text.itn:
+        path = args.punct_model or default_punct_dir()
+        formatter = Formatter.load(path) if options.text.punctuation else Formatter(None)
+    graph = None
+    if args.hotwords is not None:
+        try:
+            text = args.hotwords.read_text(encoding="utf-8")
+            graph = ContextGraph(parse_hotwords(text, rec.tokenizer, default_boost=args.hotword_boost))
+        except (OSError, HotwordError) as e:
+            raise ConfigError(f"--hotwords {args.hotwords}: {e}") from None
+    return formatter, graph
 
 
 def _progress(total: int, disable: bool):
@@ -112,6 +144,10 @@ def run(args: argparse.Namespace, make_recognizer: Callable[[argparse.Namespace]
             raise  # the command line reports it (exit 2)
         except ValueError as e:  # a precision or rescoring the device or model cannot do
             raise ConfigError(str(e)) from e
+        try:
+            formatter, hotwords = _readable(args, rec, options)
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from None
         items = expand_inputs(args.files)
         if args.output_dir is None and fmt in ("srt", "vtt", "tsv") and len(items) > 1:
             raise ConfigError(f"--format {fmt} writes one file per input: give --output-dir for {len(items)} inputs")
@@ -125,7 +161,7 @@ def run(args: argparse.Namespace, make_recognizer: Callable[[argparse.Namespace]
     summary.skipped = len(items) - len(todo)
     bar = _progress(len(todo), args.no_progress)
     try:
-        for outcome in _outcomes(args, todo, rec, options):
+        for outcome in _outcomes(args, todo, rec, options, formatter, hotwords):
             summary.add(outcome)
             if outcome.error:
                 _say(bar, f"error: {outcome.error}")
@@ -158,10 +194,18 @@ def _on_cpu(args: argparse.Namespace) -> argparse.Namespace:
     return ns
 
 
-def _outcomes(args: argparse.Namespace, items: list[InputItem], rec: Any, options: BatchOptions) -> Iterator[Outcome]:
+def _outcomes(args: argparse.Namespace, items: list[InputItem], rec: Any, options: BatchOptions, formatter: Any = None,
+              hotwords: Any = None) -> Iterator[Outcome]:
     if args.ray is None:
-        yield from run_local(items, rec, options)
+        yield from run_local(items, rec, options, formatter, hotwords)
         return
+    if hotwords is not None:
+        raise ConfigError("--hotwords is not available with --ray yet")
 
     ray_opts = RayOptions(args.ray, args.ray_actors, args.ray_gpus, args.ray_cpus, args.device, args.precision)
-    yield from run_ray(items, rec, options, ray_opts)
+    for outcome in run_ray(items, rec, options, ray_opts):
+        if formatter is not None and outcome.transcript is not None:  # display text on the driver
+            t = outcome.transcript
+            segs = tuple(seg.formatted(formatter, options.text) for seg in t.segments)
+            outcome = dataclasses.replace(outcome, transcript=dataclasses.replace(t, segments=segs))
+        yield outcome

@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 
 from ..config import ConfigError
+from ..decoding.context import ContextGraph
 from ..features import fbank
 from ..recognizer import Recognizer, Result, batch_limits, length_batches, precision_name
 
@@ -59,7 +60,9 @@ class BatchEngine:
         """Indices grouped into batches, longest first, each within the frame budget."""
         return length_batches(lengths, self.max_frames, self.max_batch)
 
-    def recognize(self, feats: Sequence[torch.Tensor], t0: Sequence[float], t_end: Sequence[float]) -> list[Result]:
+    def recognize(self, feats: Sequence[torch.Tensor], t0: Sequence[float], t_end: Sequence[float],
+                  contexts: Sequence[ContextGraph | None] | None = None) -> list[Result]:
         """Results for utterances with features (frames, mel) that start at t0 and end at
-        t_end (seconds on the file's clock; token times are absolute)."""
-        return self.rec.recognize_features(feats, t0, t_end, self.max_frames, self.max_batch)
+        t_end (seconds on the file's clock; token times are absolute); contexts: hotwords
+        (a context graph or None) per utterance."""
+        return self.rec.recognize_features(feats, t0, t_end, self.max_frames, self.max_batch, contexts)

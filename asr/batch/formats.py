@@ -1,8 +1,9 @@
 """Output formats for transcripts: txt, json, jsonl, srt, vtt, tsv.
 
 Pure functions from a `Transcript` to text. Subtitle cues split each segment at token
-boundaries into lines of at most `max_chars` characters (Mandarin segments run up to
-20 s, too long for one subtitle); the cue times are the tokens' times.
+boundaries: after every sentence end (。？！ of a punctuated transcript) and into lines of
+at most `max_chars` characters (Mandarin segments run up to 20 s, too long for one
+subtitle), where it can after a comma; the cue times are the tokens' times.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ FORMATS = ("txt", "json", "jsonl", "srt", "vtt", "tsv")
 PER_FILE_FORMATS = ("txt", "json", "srt", "vtt", "tsv")  # jsonl: one file for all inputs
 EXTENSIONS = {f: "." + f for f in FORMATS}
 CUE_CHARS = 32
+SENTENCE_END = "。？！"
 
 
 @dataclass(frozen=True)
@@ -60,15 +62,23 @@ def token_ends(text: str, tokens) -> list[int]:
 def _segment_cues(seg: Segment, max_chars: int) -> list[Cue]:
     if not seg.text:
         return []
-    ends = token_ends(seg.text, seg.tokens) if len(seg.text) > max_chars else None
+    inner_end = any(c in SENTENCE_END for c in seg.text.rstrip(SENTENCE_END + " "))
+    ends = token_ends(seg.text, seg.tokens) if len(seg.text) > max_chars or inner_end else None
     if ends is None:
         return [Cue(seg.start, seg.end, seg.text, seg.channel)]
     cuts = [0]  # token index where each cue starts
     text_from = 0
+    comma = -1  # the last token of the current cue that ends with a comma
     for i, e in enumerate(ends):
-        if e - text_from > max_chars and i > cuts[-1]:
+        if i > cuts[-1] and seg.tokens[i - 1].text[-1:] in SENTENCE_END:
             cuts.append(i)
-            text_from = ends[i - 1]
+            text_from, comma = ends[i - 1], -1
+        elif e - text_from > max_chars and i > cuts[-1]:
+            cut = comma + 1 if comma >= cuts[-1] else i  # break after a comma where the line has one
+            cuts.append(cut)
+            text_from, comma = ends[cut - 1], -1
+        if seg.tokens[i].text[-1:] in "，、；":
+            comma = i
     out = []
     for k, first in enumerate(cuts):
         last = (cuts[k + 1] if k + 1 < len(cuts) else len(seg.tokens)) - 1

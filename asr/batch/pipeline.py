@@ -28,6 +28,7 @@ from .inputs import InputItem
 from .media import CHANNEL_MODES, load_media
 from .results import Segment, Transcript
 from .vad import VadOptions, segment
+from ..text.options import TextOptions
 
 __all__ = ["BatchOptions", "Prepared", "PreparedSegment", "Outcome", "Summary", "prepare", "assemble", "run_local", "recognize_prepared"]
 
@@ -37,13 +38,15 @@ class BatchOptions:
     """channels: "mix" (one transcript of the down-mix) or "split" (each channel
     recognised on its own, segments labelled with their channel). workers: threads
     preparing files ahead of the model. pool_s: audio gathered before it is sorted
-    into batches (more: less padding, more memory, later first output)."""
+    into batches (more: less padding, more memory, later first output). text:
+    punctuation and ITN of segment texts (needs `formatter` in `run_local`)."""
 
     channels: str = "mix"
     vad: VadOptions = VadOptions()
     engine: EngineOptions = EngineOptions()
     workers: int = -1  # -1: 0 on a CPU (prepare inline), 2 with a GPU
     pool_s: float = 600.0
+    text: TextOptions = TextOptions(punctuation=False, itn=False)
 
     def __post_init__(self) -> None:
         if self.channels not in CHANNEL_MODES:
@@ -62,6 +65,8 @@ class BatchOptions:
             "vad_only_long": v.only_long,
             "max_segment_s": v.max_segment_s,
             "precision": precision_name(recognizer),
+            "punctuation": self.text.punctuation,
+            "itn": self.text.itn,
         }
 
 
@@ -128,17 +133,24 @@ def assemble(p: Prepared, segments: list[Segment], options: dict[str, Any]) -> T
     return Transcript(p.item.id, p.item.path, p.duration, tuple(segs), p.channels, options)
 
 
-def recognize_prepared(engine: BatchEngine, files: list[Prepared], options: dict[str, Any]) -> list[Outcome]:
-    """Recognise every utterance of `files` in one length-sorted set of batches."""
+def recognize_prepared(engine: BatchEngine, files: list[Prepared], options: dict[str, Any], formatter: Any = None,
+                       text: TextOptions = TextOptions(False, False), hotwords: Any = None) -> list[Outcome]:
+    """Recognise every utterance of `files` in one length-sorted set of batches.
+    formatter (`asr.text.format.Formatter`) and text: display text of each segment;
+    hotwords: a context graph for every utterance."""
     flat = [(k, s) for k, p in enumerate(files) for s in p.segments]
     frame_s = engine.rec.features.frame_shift_ms / 1000
     results = engine.recognize(
-        [s.feats for _, s in flat], [s.start for _, s in flat], [s.start + s.feats.size(0) * frame_s for _, s in flat]
+        [s.feats for _, s in flat], [s.start for _, s in flat], [s.start + s.feats.size(0) * frame_s for _, s in flat],
+        [hotwords] * len(flat) if hotwords is not None else None,
     )
     per_file: list[list[Segment]] = [[] for _ in files]
     decode = engine.rec.tokenizer.decode
     for (k, s), res in zip(flat, results):
-        per_file[k].append(Segment.from_result(res, s.start, s.end, s.channel, s.keep, decode))
+        seg = Segment.from_result(res, s.start, s.end, s.channel, s.keep, decode)
+        if formatter is not None and (text.punctuation or text.itn):
+            seg = seg.formatted(formatter, text)
+        per_file[k].append(seg)
     out = []
     for p, segs in zip(files, per_file):
         if p.error:
@@ -149,9 +161,11 @@ def recognize_prepared(engine: BatchEngine, files: list[Prepared], options: dict
 
 
 def run_local(
-    items: Iterable[InputItem], recognizer: Recognizer, options: BatchOptions = BatchOptions()
+    items: Iterable[InputItem], recognizer: Recognizer, options: BatchOptions = BatchOptions(),
+    formatter: Any = None, hotwords: Any = None,
 ) -> Iterator[Outcome]:
-    """Transcribe `items` in this process; outcomes in input order."""
+    """Transcribe `items` in this process; outcomes in input order. formatter: display
+    text as `options.text` asks; hotwords: a context graph for every utterance."""
     engine = BatchEngine(recognizer, options.engine)
     record = options.record(recognizer)
     workers = options.workers if options.workers >= 0 else (2 if recognizer.device.type == "cuda" else 0)
@@ -161,10 +175,10 @@ def run_local(
         pool.append(p)
         pool_s += p.duration
         if pool_s >= options.pool_s:
-            yield from recognize_prepared(engine, pool, record)
+            yield from recognize_prepared(engine, pool, record, formatter, options.text, hotwords)
             pool, pool_s = [], 0.0
     if pool:
-        yield from recognize_prepared(engine, pool, record)
+        yield from recognize_prepared(engine, pool, record, formatter, options.text, hotwords)
 
 
 def _prepared(items: Iterable[InputItem], options: BatchOptions, features: FeatureConfig | WhisperFeatures,

@@ -26,6 +26,14 @@ class Segment:
     confidence: float
     tokens: tuple[Token, ...]
     channel: int | None = None  # set when channels are recognised separately
+    raw_text: str | None = None  # the units as recognised, when `text` is display text
+
+    def formatted(self, formatter: Any, options: Any) -> "Segment":
+        """This segment with display text and tokens (`asr.text.format.Formatter`)."""
+        res = formatter.format(Result(self.text, self.tokens, self.start, self.end, self.confidence), options)
+        if res.raw_text is None:
+            return self
+        return Segment(self.start, self.end, res.text, self.confidence, res.tokens, self.channel, self.text)
 
     @classmethod
     def from_result(
@@ -59,12 +67,14 @@ class Segment:
             }
         if self.channel is not None:
             d["channel"] = self.channel
+        if self.raw_text is not None:
+            d["raw_text"] = self.raw_text
         return d
 
     @classmethod
     def from_exact(cls, d: dict[str, Any]) -> "Segment":
         tokens = tuple(Token(t[0], t[1], t[2], t[3], t[4]) for t in d["tokens"])
-        return cls(d["start"], d["end"], d["text"], d["confidence"], tokens, d.get("channel"))
+        return cls(d["start"], d["end"], d["text"], d["confidence"], tokens, d.get("channel"), d.get("raw_text"))
 
 
 def join_texts(texts: list[str]) -> str:

@@ -15,6 +15,11 @@ likely units expanded per frame); this implementation only does less work per fr
 It returns what a plain loop over every (prefix, unit) pair returns, bit for bit: scores,
 n-best order (ties in creation order), and each unit's frame and confidence, including
 which path's history a merged prefix keeps (the first one to reach it in that loop).
+
+With a `ContextGraph` (hotwords, `asr.decoding.context`) each prefix also carries a state
+in the graph and the bonus its matches earned, which counts in its rank; a new prefix's
+bound then includes the most one unit can earn. The n-best gives back the bonus of a
+match still unfinished.
 """
 
 from __future__ import annotations
@@ -36,17 +41,20 @@ _UNBOUNDED = 1e30  # the bound's LM term under a negative LM weight (finite: -in
 class _Beam:
     """One prefix: `key` holds its units as characters; `parent` is the key it extends."""
 
-    __slots__ = ("key", "parent", "last", "pb", "pnb", "frames", "conf", "peak", "lm", "state", "wlm", "bonus", "rank")
+    __slots__ = ("key", "parent", "last", "pb", "pnb", "frames", "conf", "peak", "lm", "state", "wlm", "bonus", "rank",
+                 "ctx", "cscore")
 
     def __init__(self, key: str, parent: str | None, pb: float, pnb: float, frames: tuple[int, ...],
-                 conf: tuple[float, ...], peak: float, lm: float, state: tuple, w: float, bonus: float) -> None:
+                 conf: tuple[float, ...], peak: float, lm: float, state: tuple, w: float, bonus: float,
+                 ctx: int = 0, cscore: float = 0.0) -> None:
         self.key, self.parent = key, parent
         self.last = ord(key[-1]) if key else -1
         self.pb, self.pnb = pb, pnb
         self.frames, self.conf, self.peak = frames, conf, peak
         self.lm, self.state = lm, state  # LM log-prob of the prefix and the LM state after it
         self.wlm = w * lm  # the rank's LM and length terms, computed once
-        self.bonus = bonus * len(key)
+        self.ctx, self.cscore = ctx, cscore  # context graph state and the bonus earned so far
+        self.bonus = bonus * len(key) + cscore
         self.rank = _logaddexp(pb, pnb) + self.wlm + self.bonus
 
 
@@ -64,8 +72,9 @@ class PrefixBeamDecoder:
     LM_PRUNE = 5.0
 
     def __init__(self, beam_size: int = 10, blank: int = 0, blank_penalty: float = 0.0, lm=None,
-                 lm_weight: float = 0.0, lm_bonus: float = 0.0) -> None:
+                 lm_weight: float = 0.0, lm_bonus: float = 0.0, context=None) -> None:
         self.beam_size = beam_size
+        self.context = context if context is not None and len(context) else None
         self.blank = blank
         self.blank_penalty = blank_penalty
         self.lm = lm
@@ -163,7 +172,7 @@ class PrefixBeamDecoder:
         heap = [-e[0] for e in pool]
         heapq.heapify(heap)
         thr = heap[0] - _EPS if len(heap) >= size else NEG_INF
-        lm = self.lm
+        lm, ctx = self.lm, self.context
         cache = lm._cache if lm is not None else None
         units = list(pos.items())  # (unit, index), best first
         # Candidates in order of their bound, merged across prefixes: each prefix's next unit
@@ -180,6 +189,8 @@ class PrefixBeamDecoder:
                     c = w * (b.lm + lm.max_score(b.state)) + bonus * (len(b.key) + 1)
                 else:
                     c = _UNBOUNDED
+                if ctx is not None:
+                    c += b.cscore + ctx.max_step
                 tots.append(tot)
                 cs.append(c)
                 if tot + c + v0 >= thr:
@@ -197,14 +208,21 @@ class PrefixBeamDecoder:
                 continue
             b = beams[i]
             a = (b.pb if u == b.last else tots[i]) + vals[j]
-            if a + cs[i] < thr:
+            if ctx is not None:  # the unit's own hotword bonus, before any LM scoring
+                cstate, delta = ctx.step(b.ctx, u)
+                cscore = b.cscore + delta
+                if a + cs[i] - ctx.max_step + delta < thr:
+                    continue
+            elif a + cs[i] < thr:
                 continue
+            else:
+                cstate, cscore = 0, 0.0
             if lm is not None:
                 hit = cache.get((b.state, u)) or lm.score(b.state, u)
                 lmq = b.lm + hit[0]
             else:
                 lmq, hit = b.lm, None
-            rank = a + w * lmq + bonus * (len(b.key) + 1)
+            rank = a + w * lmq + bonus * (len(b.key) + 1) + cscore
             if len(heap) < size:
                 heapq.heappush(heap, rank)
             elif rank >= heap[0]:
@@ -213,16 +231,16 @@ class PrefixBeamDecoder:
                 continue  # below the K-th best: out
             if len(heap) >= size:
                 thr = heap[0] - _EPS
-            pool.append((-rank, (i * width + j) * 2 + 1, -1 - i, a, u, lmq, hit))
+            pool.append((-rank, (i * width + j) * 2 + 1, -1 - i, a, u, lmq, hit, cstate, cscore))
         pool.sort()
         out = []
         for e in pool[:size]:  # new prefixes first: they copy their parent's history before this frame
             if e[2] < 0:
-                _, _, i, a, u, lmq, hit = e
+                _, _, i, a, u, lmq, hit, cstate, cscore = e
                 b = beams[-1 - i]
                 v = vals[pos[u]]  # a new prefix's unit peaks on this frame
                 out.append(_Beam(b.key + chr(u), b.key, NEG_INF, a, b.frames + (frame,), b.conf + (math.exp(v),), v,
-                                 lmq, hit[1] if hit is not None else b.state, w, bonus))
+                                 lmq, hit[1] if hit is not None else b.state, w, bonus, cstate, cscore))
             else:
                 out.append(None)
         for n, e in enumerate(pool[:size]):
@@ -233,7 +251,13 @@ class PrefixBeamDecoder:
         self._beams = out
 
     def nbest(self, n: int | None = None) -> list[Hypothesis]:
-        return [Hypothesis(tuple(map(ord, b.key)), b.frames, b.conf, b.rank) for b in self._beams[: n or self.beam_size]]
+        beams = self._beams
+        if self.context is None:
+            return [Hypothesis(tuple(map(ord, b.key)), b.frames, b.conf, b.rank) for b in beams[: n or self.beam_size]]
+        # an unfinished hotword match gives its bonus back (stable sort: ties keep their order)
+        pen = self.context.final_penalty
+        ranked = sorted(((b.rank + pen(b.ctx), b) for b in beams), key=lambda e: -e[0])
+        return [Hypothesis(tuple(map(ord, b.key)), b.frames, b.conf, r) for r, b in ranked[: n or self.beam_size]]
 
     def best(self) -> Hypothesis:
         return self.nbest(1)[0]

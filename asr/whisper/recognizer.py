@@ -19,6 +19,7 @@ import torch
 
 from ..config import DEFAULT_BEAM, DecodingConfig
 from ..decoding import make_decoder
+from ..decoding.context import ContextGraph
 from ..features import resample, to_float32
 from ..lm import load_lm
 from ..result import Result, Token, build_result, mean_confidence
@@ -141,11 +142,13 @@ class WhisperRecognizer:
             opts.update(beam_size=self.beam_size, lm_weight=self.lm_weight, lm_bonus=self.lm_bonus)
         return opts
 
-    def search(self, logp: torch.Tensor, t0: float, t_end: float) -> Result:
-        """The result of CTC log-probs of audio from t0 to t_end (seconds)."""
+    def search(self, logp: torch.Tensor, t0: float, t_end: float, context: ContextGraph | None = None) -> Result:
+        """The result of CTC log-probs of audio from t0 to t_end (seconds); `context`:
+        hotwords (a context graph over the same units) biasing the search."""
         d = self.decoding
-        method = "prefix_beam" if self.lm is not None else d.method
-        search = make_decoder(method, self.beam_size, 0, d.blank_penalty, self.lm, self.lm_weight, self.lm_bonus)
+        method = "prefix_beam" if self.lm is not None or context is not None else d.method
+        search = make_decoder(method, self.beam_size, 0, d.blank_penalty, self.lm, self.lm_weight, self.lm_bonus,
+                              context)
         search.advance(logp)
         return build_result(search.nbest(), self.tokenizer, self.frame_s, t0, t_end, d.nbest, self._options())
 
@@ -155,12 +158,16 @@ class WhisperRecognizer:
             x = resample(x, sample_rate, SAMPLE_RATE)
         return np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(-1))
 
-    def transcribe(self, audio: np.ndarray | torch.Tensor, sample_rate: int = 16000) -> Result:
+    def transcribe(self, audio: np.ndarray | torch.Tensor, sample_rate: int = 16000,
+                   hotwords: ContextGraph | None = None) -> Result:
         """Recognise a whole recording (mono float32 in [-1, 1] or int16), any length."""
-        return self.transcribe_many([audio], sample_rate)[0]
+        return self.transcribe_many([audio], sample_rate, [hotwords])[0]
 
-    def transcribe_many(self, audios: Sequence[np.ndarray | torch.Tensor], sample_rate: int = 16000) -> list[Result]:
-        """`transcribe` of several recordings, their pieces encoded in length-sorted batches."""
+    def transcribe_many(self, audios: Sequence[np.ndarray | torch.Tensor], sample_rate: int = 16000,
+                        hotwords: Sequence[ContextGraph | None] | None = None) -> list[Result]:
+        """`transcribe` of several recordings, their pieces encoded in length-sorted
+        batches; hotwords: a context graph (or None) per recording."""
+        contexts = list(hotwords) if hotwords is not None else [None] * len(audios)
         pieces: list[tuple[int, int, int, np.ndarray]] = []  # (recording, start, end, samples)
         ends = []
         for k, audio in enumerate(audios):
@@ -181,7 +188,7 @@ class WhisperRecognizer:
                 batch.append(i)
         parts: list[list[Result]] = [[] for _ in audios]
         for (k, a, b, _), lp in zip(pieces, logps):
-            parts[k].append(self.search(lp, a / SAMPLE_RATE, b / SAMPLE_RATE))
+            parts[k].append(self.search(lp, a / SAMPLE_RATE, b / SAMPLE_RATE, contexts[k]))
         return [self._join(p, end) for p, end in zip(parts, ends)]
 
     def _join(self, parts: list[Result], end: float) -> Result:

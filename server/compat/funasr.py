@@ -3,7 +3,10 @@ and on `--compat funasr=PORT` (plain ws: pass `--ssl 0` to FunASR's client).
 
 First message: `mode` (online / offline / 2pass), `chunk_size` (list or "5,10,5"),
 `wav_name`, `wav_format` (pcm), `audio_fs` (8000..48000, default 16000), `is_speaking`,
-`hotwords` (a JSON string, accepted and not used yet), `itn` (accepted). Then binary
+`hotwords` (a JSON string {"phrase": weight}, or space-separated words: the phrases bias
+the search with the server's boost, FunASR's weights are not comparable and are not
+used), `itn` (true: numbers as figures). Finals are punctuated as the server's
+`--punctuation` says, as FunASR's 2pass server punctuates its offline results. Then binary
 int16 PCM; `{"is_speaking": false}` ends the segment; with `"is_end": true` the server
 answers `{"mode","wav_name","is_end":true,"is_final":true}` after the last result and
 closes. Audio before the first message is dropped, as the Python server does.
@@ -98,7 +101,13 @@ class _Segment:
         self.cfg, self.out = cfg, out
         self.sent: dict[int, str] = {}
         self.offline: list[Final] = []
-        self.runner = SessionRunner(integ.app, integ.new_id(), {"sample_rate": cfg.audio_fs}, self.on_message)
+        start: dict[str, Any] = {"sample_rate": cfg.audio_fs, "itn": cfg.itn}
+        text = getattr(integ.app, "text", None)
+        if cfg.hotwords and text is not None:  # FunASR clients send lists freely: keep what the model can spell
+            words = [str(w) for w in cfg.hotwords if text.spellable(str(w))]
+            if words:
+                start["hotwords"] = words[: text.limits.max_phrases]
+        self.runner = SessionRunner(integ.app, integ.new_id(), start, self.on_message)
 
     def _msg(self, mode: str, text: str, **kw: Any) -> None:
         self.out.send(dumps({"mode": mode, "wav_name": self.cfg.wav_name, "text": text, "is_final": False, **kw}))

@@ -1,11 +1,16 @@
 // tingxie browser client: microphone -> AudioWorklet (16 kHz PCM s16le) -> websocket
-// /v1/stream (protocol v1, docs/protocol.md) -> live partial text and a list of finals.
+// /v1/stream (protocol v1, docs/protocol.md) -> live partial text and a list of finals;
+// or a recording -> the OpenAI-compatible HTTP API -> its segments as finals. The
+// transcript downloads as TXT or SRT.
 "use strict";
 
 (() => {
   const $ = (id) => document.getElementById(id);
   const ui = { start: $("start"), stop: $("stop"), state: $("state"), error: $("error"),
-               partial: $("partial"), finals: $("finals"), meta: $("meta"), level: $("level") };
+               partial: $("partial"), finals: $("finals"), meta: $("meta"), level: $("level"),
+               punctuation: $("punctuation"), itn: $("itn"), hotwords: $("hotwords"), file: $("file"),
+               txt: $("download-txt"), srt: $("download-srt") };
+  const transcript = []; // {start, end, text} of every final shown
   let ws = null, ctx = null, media = null, node = null, source = null, sink = null;
   let ended = false;
 
@@ -39,6 +44,8 @@
   }
 
   function addFinal(msg) {
+    transcript.push({ start: msg.start, end: msg.end, text: msg.text });
+    ui.txt.disabled = ui.srt.disabled = false;
     const li = document.createElement("li");
     li.className = "final";
     li.dataset.channel = msg.channel;
@@ -49,7 +56,7 @@
     const text = document.createElement("span");
     text.className = "text";
     text.textContent = msg.text;
-    text.title = `confidence ${msg.confidence}`;
+    text.title = msg.raw_text ? `confidence ${msg.confidence} · recognised: ${msg.raw_text}` : `confidence ${msg.confidence}`;
     li.append(time, text);
     ui.finals.append(li);
   }
@@ -144,7 +151,7 @@
     ws.binaryType = "arraybuffer";
     ws.onopen = () => {
       setState("connected", "waiting for the server");
-      ws.send(JSON.stringify({ type: "start", sample_rate: 16000, encoding: "pcm_s16le", channels: 1 }));
+      ws.send(JSON.stringify({ type: "start", sample_rate: 16000, encoding: "pcm_s16le", channels: 1, ...textOptions() }));
     };
     ws.onmessage = onMessage;
     ws.onerror = () => { if (ui.state.dataset.state !== "error") showError("connection failed"); };
@@ -168,6 +175,67 @@
     else finishStream();
   }
 
+  function textOptions() {
+    const out = { punctuation: ui.punctuation.checked, itn: ui.itn.checked };
+    const words = ui.hotwords.value.split("\n").map((w) => w.trim()).filter(Boolean);
+    if (words.length) out.hotwords = words;
+    return out;
+  }
+
+  function srtTime(seconds) {
+    const ms = Math.max(0, Math.round(seconds * 1000));
+    const p = (n, w) => String(n).padStart(w, "0");
+    return `${p(Math.floor(ms / 3600000), 2)}:${p(Math.floor(ms / 60000) % 60, 2)}:${p(Math.floor(ms / 1000) % 60, 2)},${p(ms % 1000, 3)}`;
+  }
+
+  function download(kind) {
+    const body = kind === "srt"
+      ? transcript.map((f, i) => `${i + 1}\n${srtTime(f.start)} --> ${srtTime(f.end)}\n${f.text}\n`).join("\n")
+      : transcript.map((f) => f.text + "\n").join("");
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(new Blob([body], { type: kind === "srt" ? "application/x-subrip" : "text/plain" }));
+    a.download = `transcript.${kind}`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+  }
+
+  // A recording goes to the HTTP API (its port comes from /healthz), as verbose_json:
+  // its segments become finals. The page's toggles apply only to streaming; the API
+  // formats text as the server's flags say, and the hotword box becomes its prompt.
+  async function transcribeFile(file) {
+    ui.error.textContent = "";
+    setState("uploading", `transcribing ${file.name}…`);
+    try {
+      const health = await (await fetch("/healthz")).json();
+      if (!health.http_port) throw new Error("this server has no HTTP API (start it with --http-port)");
+      const api = new URL(window.location.href);
+      api.port = String(health.http_port);
+      api.pathname = "/v1/audio/transcriptions";
+      api.search = "";
+      const form = new FormData();
+      form.append("file", file);
+      form.append("model", health.model);
+      form.append("response_format", "verbose_json");
+      const words = ui.hotwords.value.split("\n").map((w) => w.trim()).filter(Boolean);
+      if (words.length) form.append("prompt", words.join(" "));
+      const headers = {};
+      const key = new URL(window.location.href).searchParams.get("api_key");
+      if (key) headers.Authorization = `Bearer ${key}`;
+      const r = await fetch(api, { method: "POST", body: form, headers });
+      const body = await r.json();
+      if (!r.ok) throw new Error(body.error ? body.error.message : `HTTP ${r.status}`);
+      for (const seg of body.segments || []) addFinal({ ...seg, channel: 0, utterance: seg.id, confidence: Math.exp(seg.avg_logprob).toFixed(3) });
+      ui.meta.textContent = `model ${health.model} · ${file.name} · ${body.duration.toFixed(1)} s of audio`;
+      setState("done", "done");
+    } catch (e) {
+      showError(`transcription failed: ${e.message || e}`);
+    }
+  }
+
+  ui.txt.addEventListener("click", () => download("txt"));
+  ui.srt.addEventListener("click", () => download("srt"));
+  ui.file.addEventListener("change", () => { if (ui.file.files.length) transcribeFile(ui.file.files[0]); });
   ui.start.addEventListener("click", start);
   ui.stop.addEventListener("click", stop);
   if (!window.AudioWorkletNode || !navigator.mediaDevices) {

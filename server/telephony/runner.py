@@ -34,7 +34,8 @@ class SessionRunner:
     def __init__(self, app: Any, session_id: str, fmt: dict[str, Any], on_message: Callable[[ServerMessage], None]) -> None:
         self.app = app
         self.on_message = on_message
-        self.session = Session(session_id, app.session_config, app._new_stream, None, app._new_vad)
+        self.session = Session(session_id, app.session_config, app._new_stream, None, app._new_vad,
+                               getattr(app, "text", None))
         self.finished = asyncio.Event()
         self.progress = asyncio.Event()
         self.failed: tuple[str, str] | None = None

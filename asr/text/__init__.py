@@ -1,0 +1,1 @@
+"""Readable transcripts: punctuation, inverse text normalisation, display tokens."""
