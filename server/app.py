@@ -336,4 +336,5 @@ class App:
             self._slots.discard(connection)
 
     def _new_stream(self, sample_rate: int, hotwords: Any = None) -> Any:
-        return self.rec.stream(sample_rate, rescoring=self._rescoring_streams, hotwords=hotwords)
+        # final_pass off: the engine runs a final model's passes itself, batched across sessions
+        return self.rec.stream(sample_rate, rescoring=self._rescoring_streams, hotwords=hotwords, final_pass=False)

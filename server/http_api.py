@@ -297,7 +297,7 @@ class HttpApi:
 
     def _recognize(self, req: _Request) -> Transcript:
         item = InputItem(req.filename, req.data_path, "upload")
-        prepared = prepare(item, self.options, self.app.rec.features, label=req.filename)
+        prepared = prepare(item, self.options, self.app.rec.full_pass_features, label=req.filename)
         if prepared.error:
             if prepared.internal:
                 raise RuntimeError(prepared.error)

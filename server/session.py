@@ -388,7 +388,7 @@ class Session:
             # The next utterance starts where this one's decoding stopped.
             ch.history.drop_before(int(round(st.decoded_s * rate)))
         req = FinalRequest(c, st, audio, self._format.sample_rate if self._format else 16000, offset, emit,
-                           self._hotwords)
+                           hotwords=self._hotwords)
         ch.in_flight = req
         self._requests.append(req)
 

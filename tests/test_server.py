@@ -339,7 +339,7 @@ async def test_health_metrics_and_page(rec):
     pcm = pcm16(speech_like(1.0, seed=22)).tobytes()
     async with running(rec) as app:
         health = json.loads(await http_get(app, "/healthz"))
-        assert health == {"status": "ok", "model": rec.name, "sessions": 0, "max_sessions": 64, "http_port": None}
+        assert health == {"status": "ok", "model": rec.name, "sessions": 0, "max_sessions": 64, "http_port": app.port}
         async with connect(url(app)) as ws:
             await asyncio.sleep(0.05)
             assert json.loads(await http_get(app, "/healthz"))["sessions"] == 1
@@ -386,8 +386,9 @@ def test_serve_flags_and_environment(tmp_path, random_model_dir):
 
 
 async def test_final_passes_do_not_stall_the_streams():
-    """A burst of utterance ends is spread over batches (about one step's time each), and
-    chunk requests queued behind it still run in the first batch."""
+    """A burst of utterance ends is spread over batches (each gets the longer of one step's
+    time and half a chunk period: here 50 ms, one 60 ms pass), and chunk requests queued
+    behind it still run in the first batch."""
     class Rec:
         def step(self, streams):
             time.sleep(0.01)
@@ -404,7 +405,7 @@ async def test_final_passes_do_not_stall_the_streams():
             return "stream"
 
     stats = []
-    engine = Batcher(Rec(), max_batch=8, max_wait_ms=1, on_batch=stats.append)
+    engine = Batcher(Rec(), max_batch=8, max_wait_ms=1, chunk_seconds=0.1, on_batch=stats.append)
     await engine.start()
     try:
         finals = [engine.submit(FinalRequest(0, St(), np.zeros(160, np.float32), 16000, 0.0, True)) for _ in range(4)]

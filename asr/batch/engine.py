@@ -18,7 +18,6 @@ import torch
 
 from ..config import ConfigError
 from ..decoding.context import ContextGraph
-from ..features import fbank
 from ..recognizer import Recognizer, Result, batch_limits, length_batches, precision_name
 
 __all__ = ["EngineOptions", "BatchEngine", "precision_name"]
@@ -45,16 +44,13 @@ class EngineOptions:
 
 
 class BatchEngine:
-    """Recognises utterances given as fbank features, batched; stateless between calls."""
+    """Recognises utterances given as features (the recognizer's `full_pass_features`),
+    batched; stateless between calls."""
 
     def __init__(self, recognizer: Recognizer, options: EngineOptions = EngineOptions()) -> None:
         self.rec = recognizer
         self.options = options
         self.max_frames, self.max_batch = options.limits(recognizer.device)
-
-    def features(self, samples: torch.Tensor) -> torch.Tensor:
-        """(frames, mel) fbank of 16 kHz float32 samples (what transcribe computes)."""
-        return fbank(samples, self.rec.features)
 
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Indices grouped into batches, longest first, each within the frame budget."""
