@@ -46,7 +46,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matrix products run natively (Linux /proc/cpuinfo)."""
+    """AVX512-BF16 or AMX: bf16 matrix products run natively (Linux /proc/cpuinfo), unless
+    torch's kernels are limited below AVX-512 (ATEN_CPU_CAPABILITY=avx2 or default)."""
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx2"):
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -71,6 +71,7 @@ def cache_encoder_outputs(
     samples)` changes the k-th utterance's 16 kHz samples first (e.g. a telephone channel)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    device = next(encoder.parameters()).device
     (out / "meta.json").write_text(json.dumps({"d_model": encoder.dims.d_model}))
     index_path, frames_path = out / "index.jsonl", out / "frames.f16"
     done = [json.loads(line) for line in index_path.read_text().splitlines() if line] if index_path.exists() else []
@@ -84,9 +85,9 @@ def cache_encoder_outputs(
             if u.id in seen or u.duration > max_seconds:
                 continue
             samples = _load_16k(u.audio)
-            mel = log_mel(transform(k, samples) if transform is not None else samples)
-            with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-                enc = encoder(mel[None])[0].to(torch.float16).numpy()
+            mel = log_mel(transform(k, samples) if transform is not None else samples).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+                enc = encoder(mel[None])[0].to(torch.float16).cpu().numpy()
             ff.write(enc.tobytes())
             fi.write(json.dumps({"id": u.id, "text": u.text, "offset": offset, "frames": enc.shape[0]}, ensure_ascii=False) + "\n")
             offset += enc.shape[0]
@@ -136,12 +137,13 @@ def _time_mask(x: torch.Tensor, frac: float, rng: random.Random) -> torch.Tensor
     return x
 
 
-def greedy_cer(head: CTCHead, cache: EncoderCache, tokenizer: Tokenizer, limit: int | None = None) -> float:
+def greedy_cer(head: CTCHead, cache: EncoderCache, tokenizer: Tokenizer, limit: int | None = None,
+               device: str | torch.device = "cpu") -> float:
     head.eval()
     counts = ErrorCounts()
     with torch.inference_mode():
         for i in range(len(cache) if limit is None else min(limit, len(cache))):
-            logp = head(cache.get(i)[None])[0]
+            logp = head(cache.get(i)[None].to(device))[0].cpu()
             ids = torch.unique_consecutive(logp.argmax(-1)).tolist()
             counts.add(cache.index[i]["text"], tokenizer.decode([t for t in ids if t != 0]))
     return counts.cer
@@ -154,6 +156,7 @@ def train_head(
     cfg: HeadTrainConfig,
     out_dir: str | Path,
     head: CTCHead | None = None,
+    device: str | torch.device = "cpu",
 ) -> CTCHead:
     """Train a CTC head on cached encoder outputs; `caches` pairs each cache with how many
     times an epoch lists it (to weight real speech). Checkpoints after every epoch into
@@ -161,7 +164,8 @@ def train_head(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    head = head or CTCHead(HeadConfig(len(tokenizer), cfg.layers, dropout=cfg.dropout))
+    device = torch.device(device)
+    head = (head or CTCHead(HeadConfig(len(tokenizer), cfg.layers, dropout=cfg.dropout))).to(device)
     items = [(c, i, c.index[i]["frames"]) for c, rep in caches for _ in range(rep) for i in range(len(c))]
     targets = {id(c): [tokenizer.encode(u["text"]) for u in c.index] for c, _ in caches}
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -176,13 +180,13 @@ def train_head(
     start, step, best = 0, 0, (float("inf"), None)
     last = out_dir / "last.pt"
     if last.exists():
-        ck = torch.load(last, weights_only=False)
+        ck = torch.load(last, weights_only=False, map_location=device)
         head.load_state_dict(ck["head"])
         opt.load_state_dict(ck["opt"])
         start, step, best = ck["epoch"] + 1, ck["step"], ck["best"]
         log.info("resumed after epoch %d", ck["epoch"])
     # bf16 where the CPU computes it natively: about twice as fast, loss in float32
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
     for epoch in range(start, cfg.epochs):
         rng = random.Random(cfg.seed * 1000 + epoch)
         head.train()
@@ -190,8 +194,8 @@ def train_head(
         for batch in _batches([n for _, _, n in items], cfg.max_frames, rng):
             xs = [_time_mask(items[j][0].get(items[j][1]), cfg.time_mask, rng) for j in batch]
             ys = [targets[id(items[j][0])][items[j][1]] for j in batch]
-            lens = torch.tensor([x.size(0) for x in xs])
-            x = torch.nn.utils.rnn.pad_sequence(xs, batch_first=True)
+            lens = torch.tensor([x.size(0) for x in xs], device=device)
+            x = torch.nn.utils.rnn.pad_sequence(xs, batch_first=True).to(device)
             with autocast:
                 logp = head(x, lens)
             y = torch.tensor([t for s in ys for t in s])
@@ -209,7 +213,7 @@ def train_head(
             if step % 50 == 0:
                 log.info("step %d: loss/unit %.3f, lr %.2e, %.0f s", step, loss_sum / max(1, n_sum), lr_at(step),
                          time.time() - t0)
-        cers = [greedy_cer(head, d, tokenizer) for d in dev]
+        cers = [greedy_cer(head, d, tokenizer, device=device) for d in dev]
         score = sum(cers) / max(1, len(cers))
         log.info("epoch %d: loss/unit %.3f, dev CER %s, %.0f s", epoch, loss_sum / max(1, n_sum),
                  " ".join(f"{c:.2%}" for c in cers), time.time() - t0)
@@ -217,5 +221,5 @@ def train_head(
             best = (score, epoch)
             torch.save(head.state_dict(), out_dir / "best.pt")
         torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "step": step, "best": best}, last)
-    head.load_state_dict(torch.load(out_dir / "best.pt"))
-    return head
+    head.load_state_dict(torch.load(out_dir / "best.pt", map_location=device))
+    return head.cpu()

@@ -67,7 +67,7 @@ class RecipeConfig:
     beam: int = 10
     head_dir: str = "head"  # under exp_dir: the head's checkpoints
     init_head: str = ""  # start from this head state dict (e.g. a previous run's best.pt)
-    device: str = "cpu"
+    device: str = "auto"  # cuda when there is a GPU
     threads: int = 0
 
 
@@ -143,19 +143,21 @@ def run(cfg: RecipeConfig) -> Path:
     exp = Path(cfg.exp_dir)
     exp.mkdir(parents=True, exist_ok=True)
     (exp / f"recipe-{cfg.head_dir}.json").write_text(json.dumps(asdict(cfg), indent=2, ensure_ascii=False))
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
     ct2 = load_ct2()
-    encoder = load_encoder(ct2).to(cfg.device)
+    encoder = load_encoder(ct2).to(device)
     train, dev = _caches(cfg, encoder)
     tokenizer = Tokenizer.from_dir(cfg.tokenizer_dir)
     tcfg = from_dict(HeadTrainConfig, cfg.training)
     head = CTCHead(HeadConfig(len(tokenizer), **cfg.head))
     if cfg.init_head:
         head.load_state_dict(torch.load(cfg.init_head, weights_only=True))
-    head = train_head(train, dev, tokenizer, tcfg, exp / cfg.head_dir, head)
+    head = train_head(train, dev, tokenizer, tcfg, exp / cfg.head_dir, head, device)
     lm_path = Path(cfg.tokenizer_dir) / LM
     tuned = tune_lm(head, dev, tokenizer, NgramLM.load(lm_path, tokenizer.units), cfg) if lm_path.exists() else {}
     model = WhisperCTC(head.cfg, encoder.dims)
-    model.encoder.load_state_dict(encoder.state_dict())
+    model.encoder.load_state_dict(encoder.cpu().state_dict())
     model.head.load_state_dict(head.state_dict())
     extra = {"pretrained": provenance(), "train_sets": cfg.train, "training": asdict(tcfg),
              "init_head": cfg.init_head or None}

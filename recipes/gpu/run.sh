@@ -1,6 +1,6 @@
 #!/bin/bash
 # On a lent GPU machine, from the repository root, with the bundle of recipes/gpu/pack.py in
-# $BUNDLE (.gpu): install the carried wheels, render the corpus, fine-tune models/default for
+# $BUNDLE (.gpu): install the carried wheels, render the corpus, fine-tune models/small-streaming for
 # $MINUTES minutes, and copy the exported model and logs to $OUT (files split under 15 MiB).
 set -euo pipefail
 B=${BUNDLE:-.gpu}
@@ -14,10 +14,10 @@ python3 recipes/gpu/render.py --bundle "$B" --work /tmp/gpu-corpus --repeat 2 ${
 # The starting model without its language model: the LM (13 MB) does not fit in the carry
 # beside the bundle, so the tree sent here may lack lm.arpa.gz; training never reads it.
 rm -rf /tmp/gpu-exp /tmp/gpu-init && mkdir -p /tmp/gpu-init
-cp models/default/{model.safetensors,cmvn.json,units.txt,bpe.model} /tmp/gpu-init/
+cp models/small-streaming/{model.safetensors,cmvn.json,units.txt,bpe.model} /tmp/gpu-init/
 python3 - <<'PY'
 import json
-c = json.load(open("models/default/config.json"))
+c = json.load(open("models/small-streaming/config.json"))
 c.pop("lm", None)
 c["files"].pop("lm.arpa.gz", None)
 json.dump(c, open("/tmp/gpu-init/config.json", "w"), indent=1, ensure_ascii=False)
