@@ -164,16 +164,32 @@ def read_config(path: Path, model_keys: bool = True) -> dict[str, Any]:
     return config
 
 
-def load_model_dir(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> ModelBundle:
-    """Load and check a model directory; every inconsistency is a ModelDirError naming it."""
-    path = Path(path)
-    config = read_config(path)
+def verify_files(path: Path, config: dict[str, Any], checksums: bool = True) -> None:
+    """Every file config.json lists exists (and, with `checksums`, has its SHA-256)."""
     for fname, digest in config["files"].items():
         f = path / fname
         if not f.exists():
             raise ModelDirError(f"{path}: {fname} is listed in {CONFIG} but missing")
-        if verify and sha256(f) != digest:
+        if checksums and sha256(f) != digest:
             raise ModelDirError(f"{path}: checksum mismatch for {fname} (file changed or corrupt)")
+
+
+def load_tokenizer(path: Path, vocab_size: int, what: str = "the model's") -> Tokenizer:
+    """The directory's units, checked against the model's output size."""
+    try:
+        tokenizer = Tokenizer.from_dir(path)
+    except TokenizerError as e:
+        raise ModelDirError(f"{path}: {e}") from e
+    if len(tokenizer) != vocab_size:
+        raise ModelDirError(f"{path}: {UNITS} has {len(tokenizer)} units but {what} vocab_size is {vocab_size}")
+    return tokenizer
+
+
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> ModelBundle:
+    """Load and check a model directory; every inconsistency is a ModelDirError naming it."""
+    path = Path(path)
+    config = read_config(path)
+    verify_files(path, config, verify)
     for required in (WEIGHTS, CMVN, UNITS):
         if required not in config["files"]:
             raise ModelDirError(f"{path}: {CONFIG} does not list {required}")
@@ -183,14 +199,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu", verify:
         ccfg = from_dict(ChunkConfig, config["streaming"])
     except (ConfigError, TypeError) as e:
         raise ModelDirError(f"{path / CONFIG}: {e}") from e
-    try:
-        tokenizer = Tokenizer.from_dir(path)
-    except TokenizerError as e:
-        raise ModelDirError(f"{path}: {e}") from e
-    if len(tokenizer) != mcfg.vocab_size:
-        raise ModelDirError(
-            f"{path}: {UNITS} has {len(tokenizer)} units but the model's vocab_size is {mcfg.vocab_size}"
-        )
+    tokenizer = load_tokenizer(path, mcfg.vocab_size)
     if fcfg.num_mel_bins != mcfg.input_dim:
         raise ModelDirError(f"{path}: features have {fcfg.num_mel_bins} mel bins, model expects {mcfg.input_dim}")
     try:

@@ -7,6 +7,7 @@ are errors, so a typo in a model directory never silently falls back to a defaul
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping, TypeVar
 
@@ -24,6 +25,17 @@ SUBSAMPLING = {
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or out of range."""
+
+
+def expand_env(v: Any) -> Any:
+    """`${VAR}` in every string of a loaded recipe (nested lists and dicts) from the environment."""
+    if isinstance(v, str):
+        return os.path.expandvars(v)
+    if isinstance(v, list):
+        return [expand_env(x) for x in v]
+    if isinstance(v, dict):
+        return {k: expand_env(x) for k, x in v.items()}
+    return v
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
 import random
 import signal
 import threading
@@ -27,7 +26,7 @@ import yaml
 from tqdm import tqdm
 
 from ..checkpoint import load_model_dir, save_model_dir
-from ..config import ChunkConfig, ConfigError, FeatureConfig, ModelConfig, from_dict
+from ..config import ChunkConfig, ConfigError, FeatureConfig, ModelConfig, expand_env, from_dict
 from ..data.normalize import normalize_text
 from ..decoding import GreedyDecoder
 from ..metrics import ErrorCounts
@@ -103,17 +102,7 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
     (e.g. `${TINGXIE_CORPUS}`); relative paths stay relative to the working directory."""
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     data.update(overrides or {})
-
-    def expand(v: Any) -> Any:
-        if isinstance(v, str):
-            return os.path.expandvars(v)
-        if isinstance(v, list):
-            return [expand(x) for x in v]
-        if isinstance(v, dict):
-            return {k: expand(x) for k, x in v.items()}
-        return v
-
-    cfg = from_dict(TrainConfig, expand(data))
+    cfg = from_dict(TrainConfig, expand_env(data))
     if cfg.schedule not in ("cosine", "noam", "cosine_time"):
         raise ConfigError("schedule must be cosine, noam or cosine_time")
     if cfg.schedule == "cosine_time" and not cfg.max_minutes:

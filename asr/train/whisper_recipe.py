@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 import yaml
 
 from ..checkpoint import LM, add_lm
-from ..config import from_dict
+from ..config import expand_env, from_dict
 from ..decoding import make_decoder
 from ..lm import NgramLM
 from ..metrics import ErrorCounts
@@ -74,17 +73,7 @@ class RecipeConfig:
 def load_config(path: str | Path, overrides: dict[str, Any]) -> RecipeConfig:
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     data.update(overrides)
-
-    def expand(v: Any) -> Any:
-        if isinstance(v, str):
-            return os.path.expandvars(v)
-        if isinstance(v, list):
-            return [expand(x) for x in v]
-        if isinstance(v, dict):
-            return {k: expand(x) for k, x in v.items()}
-        return v
-
-    return from_dict(RecipeConfig, expand(data))
+    return from_dict(RecipeConfig, expand_env(data))
 
 
 def _caches(cfg: RecipeConfig, encoder) -> tuple[list[tuple[EncoderCache, int]], list[EncoderCache]]:

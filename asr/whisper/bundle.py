@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..checkpoint import BPE, CONFIG, FORMAT, FORMAT_VERSION, LM, UNITS, WEIGHTS, ModelDirError, _lm_section, load_state_checked, sha256
+from ..checkpoint import (BPE, CONFIG, FORMAT, FORMAT_VERSION, LM, UNITS, WEIGHTS, ModelDirError, _lm_section,
+                          load_state_checked, load_tokenizer, read_config, sha256, verify_files)
 from ..config import ConfigError, from_dict
-from ..tokens import Tokenizer, TokenizerError
+from ..tokens import Tokenizer
 from .ctc import HeadConfig, WhisperCTC
 from .model import WhisperDims
 
@@ -82,28 +83,16 @@ def save_whisper_dir(
 
 def load_whisper_dir(path: str | Path, verify: bool = True) -> WhisperBundle:
     path = Path(path)
-    try:
-        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelDirError(f"{path / CONFIG}: {e}") from e
-    if config.get("format") != FORMAT or config.get("kind") != KIND:
+    config = read_config(path, model_keys=False)
+    if config.get("kind") != KIND:
         raise ModelDirError(f"{path}: not a {KIND} model directory")
-    for fname, digest in config.get("files", {}).items():
-        if not (path / fname).exists():
-            raise ModelDirError(f"{path}: {fname} is listed in {CONFIG} but missing")
-        if verify and sha256(path / fname) != digest:
-            raise ModelDirError(f"{path}: checksum mismatch for {fname} (file changed or corrupt)")
+    verify_files(path, config, verify)
     try:
         dims = from_dict(WhisperDims, config["whisper"])
         head = from_dict(HeadConfig, config["head"])
     except (KeyError, ConfigError, TypeError) as e:
         raise ModelDirError(f"{path / CONFIG}: {e}") from e
-    try:
-        tokenizer = Tokenizer.from_dir(path)
-    except TokenizerError as e:
-        raise ModelDirError(f"{path}: {e}") from e
-    if len(tokenizer) != head.vocab_size:
-        raise ModelDirError(f"{path}: {UNITS} has {len(tokenizer)} units but the head's vocab_size is {head.vocab_size}")
+    tokenizer = load_tokenizer(path, head.vocab_size, "the head's")
     model = WhisperCTC(head, dims)
     weights = {k: v.float() for k, v in load_file(str(path / WEIGHTS)).items()}
     load_state_checked(model, weights, str(path / WEIGHTS))
