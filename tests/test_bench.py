@@ -39,7 +39,8 @@ def test_bench_command_prints_the_settings_to_use(random_model_dir, capsys):
     streams = int(re.search(r"capacity at \d+% load: (\d+) streams", out)[1])
     recommended = re.search(r"^recommended: tingxie serve --max-sessions (\d+) --precision (\w+)$", out, re.M)
     assert int(recommended[1]) == max(1, streams) and recommended[2] == chosen
-    # the recommendation is what the printed figures give (up to their rounding)
+    # the recommendation is what the printed figures give, up to their rounding (a few
+    # percent when a tiny model's per-stream figures print with two decimals)
     chunk_s = float(re.search(r"one step: (\d+) ms", out)[1]) / 1000
     again = Capacity(chunk_s, steps, loop, final, shared_core=False).streams(False)
-    assert abs(again - streams) <= max(2, streams // 50)
+    assert abs(again - streams) <= max(2, streams // 20)

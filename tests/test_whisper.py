@@ -124,11 +124,14 @@ def _ct2_dir(tmp_path, ct2_model) -> str:
     return str(tmp_path)
 
 
-def test_encoder_matches_ctranslate2_on_real_speech(ct2, tmp_path):
+def test_encoder_matches_ctranslate2(ct2, tmp_path):
     ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is a test extra")
     ref_model = ctranslate2.models.Whisper(_ct2_dir(tmp_path, ct2), device="cpu", compute_type="float32")
     enc = load_encoder(ct2)
-    for x in (_real_clip(0)[: 16000 * 6], _signals()["digital silence around and inside"]):
+    inputs = [_signals()["digital silence around and inside"]]
+    if (REAL / "manifest.jsonl").exists():  # real speech where ../shared is here
+        inputs.append(_real_clip(0)[: 16000 * 6])
+    for x in inputs:
         mel = log_mel(x)
         mel = mel[: mel.size(0) // 2 * 2]  # CTranslate2 wants an even frame count
         ref = np.array(ref_model.encode(ctranslate2.StorageView.from_array(mel.T[None].contiguous().numpy())))[0]
@@ -217,11 +220,12 @@ def test_reduced_precisions_match_fp32(shipped, precision, max_dlogp, max_cer_lo
     `max_dlogp` on average, and greedy decoding loses at most `max_cer_loss` of CER
     against the references. (int8 changes ~10% of a greedy transcript's characters on
     real speech, where greedy CER is ~34%: different errors, barely more of them.)"""
+    clips = _clips(12)  # skips without the real eval set
+    lines = (REAL / "manifest.jsonl").read_text(encoding="utf-8").splitlines()[:12]
+    truth = [normalize_text(json.loads(line)["text"]) for line in lines]
     dev = torch.device("cpu")
     ref = WhisperRecognizer(shipped, dev, DecodingConfig(lm="none"), "fp32")
     low = WhisperRecognizer(shipped, dev, DecodingConfig(lm="none"), precision)
-    lines = (REAL / "manifest.jsonl").read_text(encoding="utf-8").splitlines()[:12]
-    clips, truth = _clips(12), [normalize_text(json.loads(line)["text"]) for line in lines]
     mels = [log_mel(x) for x in clips]
     for a, b in zip(ref.logprobs(mels), low.logprobs(mels)):
         best = a.argmax(-1)[:, None]
