@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from asr.checkpoint import default_model_dir, load_model_dir
+from asr.checkpoint import default_model_dir
 from asr.config import DecodingConfig
 from asr.recognizer import Recognizer, cpu_has_native_bf16, default_threads, describe_cpu, resolve_device
 from server.settings import Settings
@@ -128,11 +128,12 @@ def _time_steps(rec: Recognizer, streams: list[Any], steps: int) -> float:
 
 
 def _recognizer(args: argparse.Namespace, settings: Settings, precision: str) -> Recognizer:
-    bundle = load_model_dir(args.model or default_model_dir())
-    chunk = bundle.streaming_chunk(settings.chunk_ms, settings.history_ms)
+    """As the server builds it, either kind of model directory (a two-pass one's final
+    model at its automatic precision)."""
     decoding = DecodingConfig(settings.decoding, settings.beam or None, lm=settings.lm)
-    rec = Recognizer(bundle, args.device, decoding, chunk, blank_threshold=settings.blank_threshold,
-                     precision=precision)
+    rec = Recognizer.from_dir(args.model or default_model_dir(), args.device, decoding, chunk_ms=settings.chunk_ms,
+                              history_ms=settings.history_ms, blank_threshold=settings.blank_threshold,
+                              precision=precision)
     rec.defer_search = True  # as the server: steps run the model; the loop runs the search
     return rec
 
@@ -219,6 +220,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"capacity at {LOAD:.0%} load: {stream_only} streams (--final-pass auto or stream); "
           f"{full} with --final-pass full ({UTTERANCE_S:.0f} s utterances)")
     print(f"precision chosen: {precision}")
-    print(f"recommended: tingxie serve --max-sessions {max(1, stream_only)} --precision {precision}")
+    # A two-pass model's finals are its final model's passes: size for them, or past that
+    # number finals fall back to the small streaming model's results.
+    sessions = full if rec.final is not None else stream_only
+    print(f"recommended: tingxie serve --max-sessions {max(1, sessions)} --precision {precision}")
     print(f"({time.perf_counter() - start:.0f} s)")
     return 0
