@@ -382,7 +382,8 @@ class Recognizer:
         self, audio: np.ndarray | torch.Tensor, sample_rate: int = 16000, rescoring: bool | None = None,
         hotwords: ContextGraph | None = None,
     ) -> Result:
-        """Recognise a whole recording (mono float32 in [-1, 1] or int16).
+        """Recognise a whole recording (mono float32 in [-1, 1] or int16); with a final
+        model, that model's pass (`WhisperRecognizer.transcribe`).
 
         Up to `max_full_context_s` of audio is decoded with full context; longer audio is
         decoded in 2.56 s chunks with 8 chunks of history, keeping memory linear.
