@@ -70,3 +70,4 @@ def test_no_import_cycles():
     for m in sorted(graph):
         if m not in seen:
             visit(m)
+    assert len(seen) == len(graph) and set(seen.values()) == {2}
