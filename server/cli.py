@@ -84,8 +84,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log = logging.getLogger("tingxie.server")
     log.info("settings: %s", settings.public())
     rec = app.rec
-    log.info("CPU: %s; model on %s in %s with %d threads (tingxie bench measures this machine's capacity)",
-             describe_cpu(), rec.device, precision_name(rec), torch.get_num_threads())
+    final = f", final passes by {rec.final.name} in {rec.final.precision}" if rec.final is not None else ""
+    log.info("CPU: %s; model on %s in %s%s with %d threads (tingxie bench measures this machine's capacity)",
+             describe_cpu(), rec.device, precision_name(rec), final, torch.get_num_threads())
     if "OMP_WAIT_POLICY" not in os.environ:
         log.warning("OMP_WAIT_POLICY is not set: export OMP_WAIT_POLICY=PASSIVE (see docs/deployment.md)")
     asyncio.run(app.run())
