@@ -27,7 +27,8 @@ from websockets.exceptions import ConnectionClosed
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.soak import free_port, load_audio  # noqa: E402
+from bench.serverprobe import free_port  # noqa: E402
+from bench.soak import load_audio  # noqa: E402
 
 
 async def run(args: argparse.Namespace) -> dict:

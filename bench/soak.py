@@ -21,8 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import socket
 import subprocess
 import sys
 import time
@@ -36,14 +34,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.serverprobe import free_port, scrape  # noqa: E402
+
 AUDIO_DIR = ROOT.parent / "shared" / "data" / "real_zh" / "eval" / "audio"
 FRAME_S = 0.1
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_audio(limit: int) -> list[bytes]:
@@ -65,15 +61,6 @@ def rss_mb(pid: int) -> float:
             return int(line.split()[1]) / 1024
     return float("nan")
 
-
-def scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = re.match(r'^(tingxie_\w+)(\{[^}]*\})? ([0-9.eE+-]+|NaN)$', line)
-        if m:
-            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    return out
 
 
 @dataclass

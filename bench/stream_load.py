@@ -34,10 +34,8 @@ import asyncio
 import gc
 import json
 import os
-import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +55,7 @@ from asr.features import resample, to_float32
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.conftest import random_model, speech_like  # noqa: E402 (tests/ is not installed: found through ROOT)
+from bench.serverprobe import free_port, scrape  # noqa: E402
 
 SENTENCES = [
     "jin1 tian1 tian1 qi4 hen3 hao3 wo3 men5 qu4 gong1 yuan2 san4 bu4 ba5",
@@ -70,11 +69,6 @@ SENTENCES = [
 ]
 FRAME_S = 0.1
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_model(out: Path) -> None:
@@ -273,15 +267,6 @@ async def utterance_client(url: str, utterances: list[np.ndarray], seconds: floa
 
 # ---------------------------------------------------------------- one run
 
-
-def scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = re.match(r"^(tingxie_\w+)(\{[^}]*\})? ([0-9.eE+-]+)$", line)
-        if m:
-            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    return out
 
 
 def cpu_seconds(pid: int) -> float:
