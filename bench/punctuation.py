@@ -19,7 +19,6 @@ real speech, and the cost of formatting a final.
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import difflib
 import json
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from asr.text.punct import LABELS, Punctuator  # noqa: E402
+from asr.text.punct_train import mark_scores  # noqa: E402
 
 MARKS = {"，": 1, ",": 1, "；": 1, "：": 1, "。": 2, ".": 2, "？": 3, "?": 3, "！": 4, "!": 4, "、": 5}
 
@@ -50,26 +50,13 @@ def ref_labels(text: str) -> tuple[str, list[int]]:
 
 
 def scores(pairs) -> dict:
-    tp, fp, fn = collections.Counter(), collections.Counter(), collections.Counter()
-    for p, g in pairs:
-        if p == g:
-            if g:
-                tp[g] += 1
-        else:
-            if p:
-                fp[p] += 1
-            if g:
-                fn[g] += 1
-    out = {}
-    for k in (1, 2, 3):
-        prec = tp[k] / max(tp[k] + fp[k], 1)
-        rec = tp[k] / max(tp[k] + fn[k], 1)
-        out[LABELS[k]] = (prec, rec, 2 * prec * rec / max(prec + rec, 1e-9), tp[k] + fn[k])
-    return out
+    """Scores of comma, full stop and question mark."""
+    return mark_scores(pairs, (1, 2, 3))
 
 
 def show(title: str, s: dict) -> None:
-    cells = "  ".join(f"{m} P {p:.2f} R {r:.2f} F1 {f:.2f} (n={n})" for m, (p, r, f, n) in s.items())
+    cells = "  ".join(f"{m} P {v['precision']:.2f} R {v['recall']:.2f} F1 {v['f1']:.2f} (n={v['count']})"
+                      for m, v in s.items())
     print(f"{title:<22} {cells}")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+from collections.abc import Iterable
 import json
 import random
 import re
@@ -115,22 +116,26 @@ def evaluate(punct: Punctuator, examples, max_len: int = 60, seed: int = 1) -> d
     punctuated as one final: its last mark is forced to a sentence mark only where the
     model decides one; here the model's own choice is kept, final=False)."""
     rng = random.Random(seed)
-    tp = collections.Counter()
-    fp = collections.Counter()
-    fn = collections.Counter()
-    for syms, labels in _windows(examples, rng, max_len):
-        pred = punct.predict(syms, final=False)
-        for p, g in zip(pred, labels):
-            if p == g:
-                if g:
-                    tp[g] += 1
-            else:
-                if p:
-                    fp[p] += 1
-                if g:
-                    fn[g] += 1
+    pairs = (pg for syms, labels in _windows(examples, rng, max_len)
+             for pg in zip(punct.predict(syms, final=False), labels))
+    return mark_scores(pairs, range(1, len(LABELS)))
+
+
+def mark_scores(pairs: Iterable[tuple[int, int]], marks: Iterable[int]) -> dict:
+    """Precision, recall, F1 and reference count of each mark (a LABELS index) over
+    (predicted, reference) label pairs; label 0 is no mark."""
+    tp, fp, fn = collections.Counter(), collections.Counter(), collections.Counter()
+    for p, g in pairs:
+        if p == g:
+            if g:
+                tp[g] += 1
+        else:
+            if p:
+                fp[p] += 1
+            if g:
+                fn[g] += 1
     out = {}
-    for k in range(1, len(LABELS)):
+    for k in marks:
         prec = tp[k] / max(tp[k] + fp[k], 1)
         rec = tp[k] / max(tp[k] + fn[k], 1)
         f1 = 2 * prec * rec / max(prec + rec, 1e-9)
