@@ -161,7 +161,9 @@ class DecodingConfig:
     hypotheses, whatever `method` says) rescored by the model's attention decoder, as
     WeNet does: score = decoder + ctc_weight * ctc, where decoder = (1 - reverse_weight)
     * left-to-right + reverse_weight * right-to-left (bidirectional decoders only).
-    Partial results stay CTC-only. Defaults are WeNet's runtime defaults.
+    Partial results stay CTC-only. Defaults are WeNet's runtime defaults. A Whisper-CTC
+    model rescores with Whisper's decoder at the n-best size and CTC weight tuned with it
+    (its config.json), unless `rescoring` is False (`asr.whisper.rescore`).
 
     `lm`: an n-gram language model over the model's units (ARPA, `asr.lm`) fused into
     prefix beam search (which it implies): hypotheses are ranked by CTC + lm_weight * LM
@@ -173,7 +175,7 @@ class DecodingConfig:
     beam_size: int | None = None  # None: the beam tuned with the model's LM, else DEFAULT_BEAM
     nbest: int = 1
     blank_penalty: float = 0.0
-    rescoring: bool = False
+    rescoring: bool | None = None  # None: the model's default (on where it ships a rescorer: Whisper-CTC)
     ctc_weight: float = 0.5
     reverse_weight: float = 0.0
     lm: str | None = "auto"  # "auto" | "none" (or None) | an ARPA path

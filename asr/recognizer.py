@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import os
 from pathlib import Path
 from typing import Sequence
@@ -267,7 +268,9 @@ class Recognizer:
         bundle = load_model_dir(whisper.first_pass if whisper is not None else path, device="cpu")
         if chunk is None and (chunk_ms or history_ms):
             chunk = bundle.streaming_chunk(chunk_ms, history_ms)
-        rec = cls(bundle, dev, decoding, chunk, precision=precision, **kwargs)
+        # With a final model, rescoring is the final model's: the streaming one never rescores.
+        first = dataclasses.replace(decoding, rescoring=None) if whisper is not None else decoding
+        rec = cls(bundle, dev, first, chunk, precision=precision, **kwargs)
         if whisper is not None:
             shared = rec.lm if _same_lm(bundle.lm, whisper.lm) else None
             rec.final = WhisperRecognizer(whisper, dev, decoding, final_precision, cpu_has_native_bf16(), lm=shared)
@@ -453,8 +456,8 @@ class Recognizer:
         results: list[Result | None] = [None] * len(feats)
         if self.final is not None:  # the final model's passes; features are its log-mel (`full_pass_features`)
             for batch in length_batches(lengths, max_batch_frames or default_frames, max_batch or default_batch):
-                for i, lp in zip(batch, self.final.logprobs([feats[i] for i in batch])):
-                    results[i] = self.final.search(lp, t0[i], t_end[i], ctx[i])
+                for i, (enc, lp) in zip(batch, self.final.encode([feats[i] for i in batch])):
+                    results[i] = self.final.search(lp, t0[i], t_end[i], ctx[i], enc)
             return results  # type: ignore[return-value]
         todo = [i for i, n in enumerate(lengths) if n >= self.min_frames]
         for i in set(range(len(feats))) - set(todo):  # too short for one encoder frame

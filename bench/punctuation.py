@@ -14,6 +14,9 @@ real speech, and the cost of formatting a final.
    `pause_floor`), so the cue is measured, not assumed.
 3. Cost: milliseconds per final of punctuation + ITN (`Formatter.format`) on those
    finals, one thread.
+4. Partials: every token prefix of those finals formatted as a partial (only marks with
+   `PARTIAL_RIGHT_CONTEXT` symbols after them): how many marks partials show, and the
+   share of them the final has at the same place, for a few right-context lengths.
 """
 
 from __future__ import annotations
@@ -132,6 +135,21 @@ def main() -> int:
         for res, _, _ in results:
             fmt.format(res, TextOptions(False, True))
     print(f"cost: {(time.perf_counter() - t0) / (reps * len(results)) * 1000:.3f} ms per final (ITN alone)")
+    import asr.text.format as text_format  # noqa: PLC0415
+
+    for context in (2, 4, 6):
+        text_format.PARTIAL_RIGHT_CONTEXT = context
+        shown = kept = prefixes = 0
+        for res, _, _ in results:
+            ranges = token_chars(res.text, res.tokens)
+            final_marks = fmt.marks(res.text, res.tokens, ranges, final=True)
+            for k in range(1, len(res.tokens)):
+                m = fmt.marks(res.text[: ranges[k - 1][1]], res.tokens[:k], ranges[:k], final=False)
+                prefixes += 1
+                shown += len(m)
+                kept += sum(final_marks.get(end) == mark for end, mark in m.items())
+        print(f"partials, right context {context}: {shown / prefixes:.2f} marks per partial over {prefixes} "
+              f"prefixes; the final has {kept / max(shown, 1):.1%} of them at the same place")
     res = results[0][0]
     print("example:", json.dumps(fmt.format(res, TextOptions(True, True)).to_dict(), ensure_ascii=False)[:600])
     return 0

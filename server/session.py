@@ -356,10 +356,10 @@ class Session:
         st = ch.stream
         res = st.partial()
         if res.text and res.text != ch.text:
-            # partials: numbers as figures, no marks (those come with the final)
+            # partials: numbers as figures, and the marks already stable (asr.text.format)
             shown = res
-            if self._text is not None and self._options.itn:
-                shown = self._text.format(res, TextOptions(punctuation=False, itn=True), final=False)
+            if self._text is not None:
+                shown = self._text.format(res, self._options, final=False)
             self._messages.append(Partial(c, ch.utterance, shown.text, res.start, st.decoded_s))
         ch.text = res.text
         utterance_s = st.decoded_s - st.utterance_start

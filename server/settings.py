@@ -71,7 +71,8 @@ OPTIONS: tuple[Option, ...] = (
            "streaming result"),
     Option("decoding", str, "CTC search", ("greedy", "prefix_beam")),
     Option("beam", int, "beam size for prefix_beam and rescoring (0: the model's tuned beam with its LM, else 10)"),
-    Option("rescoring", _bool, "attention-rescore finals (models with an attention decoder)"),
+    Option("rescoring", _bool, "attention-rescore finals (models with an attention decoder; unset: on for "
+                               "models that ship a tuned rescorer, such as the default, off for WeNet imports)"),
     Option("lm", str, "n-gram LM fused into prefix beam search: auto (the model's own, if it ships one), none, or an "
            "ARPA file"),
     Option("chunk_ms", int, "streaming chunk in ms (0: the model's own)"),
@@ -131,7 +132,7 @@ class Settings:
     final_pass_max_wait_ms: float = 250.0
     decoding: str = "greedy"
     beam: int = 0  # 0: the beam tuned with the model's LM (config.json), else 10
-    rescoring: bool = False
+    rescoring: bool | None = None  # None: as the model ships (Whisper-CTC: on; WeNet imports: off)
     lm: str = "auto"
     chunk_ms: int = 0
     history_ms: int = 2560  # bounded attention history: per-step cost stays flat (docs/deployment.md)
@@ -234,7 +235,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = Settings.__dataclass_fields__
     for opt in OPTIONS:
         default = defaults[opt.name].default
-        shown = "" if opt.name in ("model", "api_key", "twilio_auth_token") else f" (default {default})"
+        shown = "" if opt.name in ("model", "api_key", "twilio_auth_token") or default is None else f" (default {default})"
         kw: dict[str, Any] = dict(default=None, help=f"{opt.help}{shown}; env {opt.env}")
         if opt.multiple:
             parser.add_argument(opt.flag, action="append", type=opt.type, metavar=opt.name.upper(), **kw)

@@ -1,4 +1,5 @@
-"""The Ray Data mode on a local Ray instance (2 CPUs): the same outputs as local mode."""
+"""The Ray Data mode on a local Ray instance (2 CPUs): the same outputs as local mode,
+hotwords included."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from asr.audio import write_wav
 from tingxie.cli import main
 
 from .batch_media import encode
-from .conftest import speech_like
+from .conftest import HAN, speech_like
 from .test_batch import talk
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'tingxie[cluster]')")
@@ -53,9 +54,12 @@ def test_ray_outputs_equal_local_outputs(local_ray, random_model_dir, tmp_path, 
     write_wav(data / "short.wav", speech_like(3.0, seed=6), 16000)
     encode(data / "tune", speech_like(2.0, seed=7), 16000, "mp3")
     (data / "broken.flac").write_bytes(b"fLaC" + b"\x00" * 64)
+    hotwords = tmp_path / "hotwords.txt"
+    hotwords.write_text(f"{HAN[3:6]} 3\n{HAN[10:12]}\n", encoding="utf-8")  # units the random model has
     outs = {}
-    for mode in ("local", "ray"):
+    for mode in ("plain", "local", "ray"):
         extra = ["--ray", "auto", "--ray-actors", "1"] if mode == "ray" else []
+        extra += [] if mode == "plain" else ["--hotwords", str(hotwords)]
         # fp32: bf16 results depend on batch padding more than the comparison allows
         rc = main(["transcribe", "--model", str(random_model_dir), "--threads", "1", "--no-progress", "--vad", "energy",
                    "--precision", "fp32",
@@ -65,6 +69,7 @@ def test_ray_outputs_equal_local_outputs(local_ray, random_model_dir, tmp_path, 
         outs[mode] = {p.name: json.loads(p.read_text()) for p in (tmp_path / mode).glob("*.json")}
     assert sorted(outs["local"]) == ["long.json", "short.json", "tune.json"]
     assert outs["ray"].keys() == outs["local"].keys()
+    assert any(outs["plain"][n]["text"] != outs["local"][n]["text"] for n in outs["local"])  # the list matters
     for name in outs["local"]:
         close(outs["ray"][name], outs["local"][name])
     assert len(outs["ray"]["long.json"]["segments"]) >= 3

@@ -15,7 +15,7 @@ from asr.audio import read_audio, write_wav
 from asr.batch.formats import cues
 from asr.batch.results import Segment, Transcript
 from asr.recognizer import Recognizer, Result, Token
-from asr.text.format import Formatter, TextOptions
+from asr.text.format import PARTIAL_RIGHT_CONTEXT, Formatter, TextOptions
 from asr.text.punct import LABELS, Punctuator, default_punct_dir
 from tingxie.cli import main
 
@@ -60,6 +60,25 @@ def test_display_tokens_cover_the_units_they_replace(punct):
     assert out.tokens[0] == res.tokens[0]
     assert "".join(t.text for t in out.tokens) == out.text
     assert [t.start for t in out.tokens] == sorted(t.start for t in out.tokens)
+
+
+def test_partials_carry_only_the_stable_marks(punct):
+    """A partial shows a mark only once PARTIAL_RIGHT_CONTEXT symbols follow it, and never
+    ends with one; those marks are the ones the model gives the whole text there."""
+    f = Formatter(punct)
+    units = list("您好请问有什么可以帮您我想查一下话费")
+    final = f.format(_result(units), TextOptions(punctuation=True, itn=False))
+    assert final.text[-1] in "。？！" and any(c in "，。？！、" for c in final.text[:-1])
+    for n in range(1, len(units) + 1):
+        part = f.format(_result(units[:n]), TextOptions(punctuation=True, itn=False), final=False)
+        marks = [i for i, c in enumerate(part.text) if c in "，。？！、"]
+        plain = [c for c in part.text if c not in "，。？！、"]
+        assert "".join(plain) == "".join(units[:n])
+        for i in marks:  # at least PARTIAL_RIGHT_CONTEXT symbols after each mark
+            assert len([c for c in part.text[i + 1:] if c not in "，。？！、"]) >= PARTIAL_RIGHT_CONTEXT
+    whole = f.format(_result(units), TextOptions(punctuation=True, itn=False), final=False)
+    assert whole.text.rstrip("，。？！、") == whole.text  # no mark at the end of a partial
+    assert any(c in "，。？！" for c in whole.text)  # the stable marks are shown
 
 
 def test_options_off_leave_the_result_as_is(punct):

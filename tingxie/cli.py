@@ -36,8 +36,9 @@ def _decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoding", choices=["greedy", "prefix_beam"], default="greedy")
     p.add_argument("--beam", type=int, default=None,
                    help="beam size for prefix_beam (default: the model's tuned beam with its LM, else 10)")
-    p.add_argument("--rescoring", action="store_true",
-                   help="attention-rescore the CTC n-best (models with an attention decoder, e.g. imported WeNet ones)")
+    p.add_argument("--rescoring", action=argparse.BooleanOptionalAction, default=None,
+                   help="attention-rescore the CTC n-best (models with an attention decoder; default: on for models "
+                        "that ship a tuned rescorer, such as the default, off for imported WeNet ones)")
     p.add_argument("--lm", default="auto",
                    help="n-gram LM fused into prefix beam search: auto (the model's own, if it ships one), none, "
                         "or an ARPA file")

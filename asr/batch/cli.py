@@ -199,11 +199,8 @@ def _outcomes(args: argparse.Namespace, items: list[InputItem], rec: Any, option
     if args.ray is None:
         yield from run_local(items, rec, options, formatter, hotwords)
         return
-    if hotwords is not None:
-        raise ConfigError("--hotwords is not available with --ray yet")
-
     ray_opts = RayOptions(args.ray, args.ray_actors, args.ray_gpus, args.ray_cpus, args.device, args.precision)
-    for outcome in run_ray(items, rec, options, ray_opts):
+    for outcome in run_ray(items, rec, options, ray_opts, hotwords):
         if formatter is not None and outcome.transcript is not None:  # display text on the driver
             t = outcome.transcript
             segs = tuple(seg.formatted(formatter, options.text) for seg in t.segments)

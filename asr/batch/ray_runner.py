@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..config import ChunkConfig, ConfigError, DecodingConfig
+from ..decoding.context import ContextGraph
 from ..recognizer import Recognizer
 from .engine import BatchEngine, EngineOptions
 from .inputs import InputItem
@@ -127,7 +128,7 @@ class _Recognize:
     """One model per actor; recognises the segment rows of each batch it is given."""
 
     def __init__(self, model: Any, device: str, precision: str, decoding: DecodingConfig, chunk: ChunkConfig,
-                 engine: EngineOptions, threads: int) -> None:
+                 engine: EngineOptions, threads: int, hotwords: ContextGraph | None = None) -> None:
         import ray  # noqa: PLC0415 (optional: the cluster extra)
 
 
@@ -140,6 +141,7 @@ class _Recognize:
             target.write_bytes(data)
         rec = Recognizer.from_dir(Path(self._dir.name) / "model", device, decoding, chunk, precision=precision)
         self.engine = BatchEngine(rec, engine)
+        self.hotwords = hotwords
         self.mel = rec.features.num_mel_bins
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -150,7 +152,8 @@ class _Recognize:
         ]
         frame_s = self.engine.rec.features.frame_shift_ms / 1000
         starts = [float(batch["start"][i]) for i in seg_idx]
-        results = self.engine.recognize(feats, starts, [s + f.size(0) * frame_s for s, f in zip(starts, feats)])
+        results = self.engine.recognize(feats, starts, [s + f.size(0) * frame_s for s, f in zip(starts, feats)],
+                                        [self.hotwords] * len(feats))
         out_text = np.array([""] * len(batch["seg"]), dtype=object)
         decode = self.engine.rec.tokenizer.decode
         for i, res in zip(seg_idx, results):
@@ -167,8 +170,10 @@ class _Recognize:
 # ---------------------------------------------------------------- driver
 
 
-def run_ray(items: list[InputItem], recognizer: Recognizer, options: BatchOptions, ray_opts: RayOptions) -> Iterator[Outcome]:
-    """Transcribe `items` on Ray; outcomes in input order (as `run_local`)."""
+def run_ray(items: list[InputItem], recognizer: Recognizer, options: BatchOptions, ray_opts: RayOptions,
+            hotwords: ContextGraph | None = None) -> Iterator[Outcome]:
+    """Transcribe `items` on Ray; outcomes in input order (as `run_local`); hotwords: a
+    context graph for every utterance (sent to each actor once)."""
     if not items:
         return
     ray = _ray()
@@ -187,7 +192,7 @@ def run_ray(items: list[InputItem], recognizer: Recognizer, options: BatchOption
         fn_constructor_kwargs=dict(
             model=model_ref, device=ray_opts.device if gpus > 0 else "cpu", precision=ray_opts.precision,
             decoding=recognizer.decoding,
-            chunk=recognizer.chunk, engine=options.engine, threads=int(ray_opts.cpus),
+            chunk=recognizer.chunk, engine=options.engine, threads=int(ray_opts.cpus), hotwords=hotwords,
         ),
         batch_size=ray_opts.batch_rows,
         batch_format="numpy",

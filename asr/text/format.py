@@ -6,6 +6,11 @@ tokens are display tokens: a rewritten number is one token that spans the units 
 replaced (its start is the first unit's, its end the last one's, its confidence the
 lowest of theirs); a mark is appended to the token before it. Tokens outside rewrites
 are the recogniser's own.
+
+A partial (`final=False`) gets only its stable marks: those with at least
+`PARTIAL_RIGHT_CONTEXT` symbols after them, since the model decides a mark from the words
+on both sides and the words after the end of a partial are not heard yet
+(`bench/punctuation.py` measures how many of them the final keeps).
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from .options import TextOptions
 from .punct import LABELS, Punctuator
 from .punct import spans as symbol_spans
 
-__all__ = ["TextOptions", "Formatter", "token_chars", "SENTENCE_END"]
+__all__ = ["TextOptions", "Formatter", "token_chars", "SENTENCE_END", "PARTIAL_RIGHT_CONTEXT"]
 
 SENTENCE_END = "。？！"
+PARTIAL_RIGHT_CONTEXT = 4  # symbols heard after a mark before a partial shows it
 
 
 def token_chars(text: str, tokens: Sequence[Token]) -> list[tuple[int, int]]:
@@ -80,6 +86,8 @@ class Formatter:
         pauses = [(first[i + 1] - last[i]) if i + 1 < len(sp) and first[i + 1] is not None and last[i] is not None
                   else 0.0 for i in range(len(sp))]
         labels = self.punctuator.predict([s for s, _ in sp], pauses, final=final)
+        if not final:  # the stable part: marks with enough heard after them
+            labels = labels[: max(0, len(sp) - PARTIAL_RIGHT_CONTEXT)]
         return {b: LABELS[lab] for (_, (a, b)), lab in zip(sp, labels) if lab}
 
     def format(self, result: Result, options: TextOptions = TextOptions(), final: bool = True) -> Result:

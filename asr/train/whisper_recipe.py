@@ -1,5 +1,6 @@
 """The Whisper-CTC recipe: cache the frozen encoder's outputs, train the CTC head, tune the
-LM fusion on the dev sets and write the model directory. Every step resumes.
+LM fusion on the dev sets, write the model directory and add Whisper's decoder as the rescorer of its
+finals (`asr.train.whisper_rescorer`). Every step resumes.
 
     python -m asr.train.whisper_recipe --config recipes/whisper_ctc.yaml [--set key=value ...]
 
@@ -30,8 +31,9 @@ from ..whisper.bundle import save_whisper_dir
 from ..whisper.convert import load_ct2, load_encoder, provenance
 from ..whisper.ctc import CTCHead, HeadConfig, WhisperCTC
 from .augment import telephone_channel
-from .data import read_manifest
+from .data import Utterance, read_manifest
 from .whisper_head import EncoderCache, HeadTrainConfig, cache_encoder_outputs, train_head
+from .whisper_rescorer import add_rescorer
 
 log = logging.getLogger("tingxie.whisper_recipe")
 
@@ -64,6 +66,7 @@ class RecipeConfig:
     lm_weights: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
     lm_bonuses: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5])
     beam: int = 10
+    rescoring_nbest: int = 10  # hypotheses Whisper's decoder rescores per final (0: no rescorer)
     head_dir: str = "head"  # under exp_dir: the head's checkpoints
     init_head: str = ""  # start from this head state dict (e.g. a previous run's best.pt)
     device: str = "auto"  # cuda when there is a GPU
@@ -76,25 +79,39 @@ def load_config(path: str | Path, overrides: dict[str, Any]) -> RecipeConfig:
     return from_dict(RecipeConfig, expand_env(data))
 
 
+def _split(spec: DataSet) -> tuple[list[Utterance], list[Utterance]]:
+    """(training utterances, held-out dev utterances) of a train set."""
+    utts = read_manifest(spec.manifest, normalize=spec.normalize)[: spec.limit or None]
+    if not spec.holdout:
+        return utts, []
+    order = list(range(len(utts)))
+    random.Random(0).shuffle(order)
+    held = set(order[: spec.holdout])
+    return [u for i, u in enumerate(utts) if i not in held], [u for i, u in enumerate(utts) if i in held]
+
+
+def dev_utterances(cfg: RecipeConfig) -> dict[str, list[Utterance]]:
+    """The dev sets by name: each train set's held-out part (NAME-dev), then `dev`."""
+    out = {}
+    for spec in map(lambda d: from_dict(DataSet, d), cfg.train):
+        held = _split(spec)[1]
+        if held:
+            out[f"{spec.name}-dev"] = held
+    for spec in map(lambda d: from_dict(DataSet, d), cfg.dev):
+        out[spec.name] = read_manifest(spec.manifest, normalize=spec.normalize)
+    return out
+
+
 def _caches(cfg: RecipeConfig, encoder) -> tuple[list[tuple[EncoderCache, int]], list[EncoderCache]]:
     root = Path(cfg.exp_dir) / "cache"
-    train, dev = [], []
+    train = []
     for spec in map(lambda d: from_dict(DataSet, d), cfg.train):
-        utts = read_manifest(spec.manifest, normalize=spec.normalize)[: spec.limit or None]
-        if spec.holdout:
-            order = list(range(len(utts)))
-            random.Random(0).shuffle(order)
-            held = set(order[: spec.holdout])
-            dev.append(cache_encoder_outputs([u for i, u in enumerate(utts) if i in held], root / f"{spec.name}-dev",
-                                             encoder, bf16=spec.bf16))
-            utts = [u for i, u in enumerate(utts) if i not in held]
+        utts = _split(spec)[0]
         log.info("caching %s (%d utterances)", spec.name, len(utts))
         transform = _telephone if spec.telephone else None
         train.append((cache_encoder_outputs(utts, root / spec.name, encoder, bf16=spec.bf16, transform=transform),
                       spec.repeat))
-    for spec in map(lambda d: from_dict(DataSet, d), cfg.dev):
-        utts = read_manifest(spec.manifest, normalize=spec.normalize)
-        dev.append(cache_encoder_outputs(utts, root / spec.name, encoder, bf16=spec.bf16))
+    dev = [cache_encoder_outputs(utts, root / name, encoder) for name, utts in dev_utterances(cfg).items()]
     return train, dev
 
 
@@ -153,6 +170,8 @@ def run(cfg: RecipeConfig) -> Path:
     out = save_whisper_dir(cfg.out, model.cpu(), cfg.tokenizer_dir, cfg.name, cfg.first_pass, extra)
     if tuned:
         add_lm(out, lm_path, tuned["weight"], tuned["bonus"], {"tuned_on": tuned["dev_cers"]}, beam=cfg.beam)
+    if cfg.rescoring_nbest:
+        add_rescorer(out, dev_utterances(cfg), cfg.rescoring_nbest, ct2=ct2)
     log.info("wrote %s (LM fusion %s)", out, tuned)
     return out
 
@@ -160,6 +179,8 @@ def run(cfg: RecipeConfig) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
+    p.add_argument("--step", choices=["all", "rescorer"], default="all",
+                   help="rescorer: only add Whisper's decoder to the model directory `out` (CTC weight chosen on dev)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a top-level key")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -170,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    print(run(load_config(args.config, overrides)))
+    cfg = load_config(args.config, overrides)
+    if args.step == "rescorer":  # only (re)build the rescorer of the model directory `out`
+        print(json.dumps(add_rescorer(cfg.out, dev_utterances(cfg), cfg.rescoring_nbest), indent=2))
+    else:
+        print(run(cfg))
     return 0
 
 

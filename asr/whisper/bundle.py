@@ -6,6 +6,9 @@
   model.safetensors  encoder.* (Whisper's, unchanged) and head.* (the CTC head)
   units.txt, bpe.model  the units (as for every tingxie model)
   lm.arpa.gz         unit n-gram LM (optional)
+  decoder.safetensors, whisper-tokenizer.json
+                     Whisper's decoder (vocabulary pruned) and BPE, rescoring finals
+                     (optional; config.json's `rescoring` section, `asr.whisper.rescore`)
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ..config import ConfigError, from_dict
 from ..tokens import Tokenizer
 from .ctc import HeadConfig, WhisperCTC
 from .model import WhisperDims
+from .rescore import RescoreConfig, WhisperRescorer, byte_level_tokenizer, load_rescorer_weights
 
 __all__ = ["KIND", "WhisperBundle", "save_whisper_dir", "load_whisper_dir", "is_whisper_dir"]
 
@@ -39,6 +43,7 @@ class WhisperBundle:
     first_pass: Path | None  # streaming model directory for partials and endpoints
     extra: dict[str, Any]
     lm: dict[str, Any] | None = None
+    rescorer: WhisperRescorer | None = None  # Whisper's decoder rescoring finals
 
 
 def is_whisper_dir(path: str | Path) -> bool:
@@ -99,4 +104,24 @@ def load_whisper_dir(path: str | Path, verify: bool = True) -> WhisperBundle:
     first = config.get("first_pass")
     first_path = (path / first).resolve() if first else None
     return WhisperBundle(model.eval(), tokenizer, config["name"], path, first_path, config.get("extra", {}),
-                         _lm_section(path, config))
+                         _lm_section(path, config), _rescorer(path, config, dims))
+
+
+def _rescorer(path: Path, config: dict[str, Any], dims: WhisperDims) -> WhisperRescorer | None:
+    section = config.get("rescoring")
+    if section is None:
+        return None
+    try:
+        cfg = RescoreConfig(decoder=str(section["decoder"]), tokenizer=str(section["tokenizer"]),
+                            ctc_weight=float(section["ctc_weight"]), nbest=int(section["nbest"]),
+                            prompt=tuple(int(t) for t in section["prompt"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelDirError(f"{path / CONFIG}: bad rescoring section ({e})") from e
+    for f in (cfg.decoder, cfg.tokenizer):
+        if f not in config["files"]:
+            raise ModelDirError(f"{path}: {CONFIG} has a rescoring section but does not list {f}")
+    try:
+        decoder, keep = load_rescorer_weights(path / cfg.decoder, dims)
+        return WhisperRescorer(decoder, keep, byte_level_tokenizer(path / cfg.tokenizer), cfg)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise ModelDirError(f"{path}: cannot load the rescorer ({e})") from e

@@ -18,13 +18,14 @@ import numpy as np
 import torch
 
 from ..config import DEFAULT_BEAM, DecodingConfig
-from ..decoding import make_decoder
+from ..decoding import Hypothesis, make_decoder
 from ..decoding.context import ContextGraph
 from ..features import resample, to_float32
 from ..lm import load_lm
 from ..result import Result, Token, build_result, mean_confidence
 from .bundle import WhisperBundle
 from .features import SAMPLE_RATE, log_mel
+from .rescore import WhisperRescorer
 
 __all__ = ["WhisperRecognizer", "PRECISIONS", "resolve_whisper_precision", "MAX_SEGMENT_S"]
 
@@ -86,8 +87,21 @@ class WhisperRecognizer:
         self.frame_s = ENCODER_FRAME_S * bundle.model.head.cfg.stride  # seconds per CTC frame
         self.precision = resolve_whisper_precision(precision, device, native_bf16)
         self.model = self._prepare(bundle.model)
+        self.rescorer = self._rescorer(decoding.rescoring)
         self.lm, self.lm_weight, self.lm_bonus, beam = self._lm(decoding, lm)
         self.beam_size = decoding.beam_size or beam or DEFAULT_BEAM
+        if self.rescorer is not None:  # the n-best to rescore comes from the beam
+            self.beam_size = max(self.beam_size, self.rescorer.cfg.nbest)
+
+    def _rescorer(self, rescoring: bool | None) -> WhisperRescorer | None:
+        """The model's rescorer, its decoder at this recognizer's precision; None when
+        rescoring is off (False) or the model ships none (None asks for the model's default)."""
+        r = self.bundle.rescorer
+        if rescoring and r is None:
+            raise ValueError(f"model {self.bundle.name!r} ships no decoder to rescore with (turn rescoring off)")
+        if rescoring is False or r is None:
+            return None
+        return r.with_decoder(self._prepare(r.decoder))
 
     def _prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         model = copy.deepcopy(model).eval()
@@ -123,34 +137,54 @@ class WhisperRecognizer:
     # ------------------------------------------------------------ model
 
     @torch.inference_mode()
-    def logprobs(self, mels: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """CTC log-probs (frames, vocab) on the CPU for each log-mel (T, 80), one padded batch."""
+    def encode(self, mels: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
+        """(encoder output (T, d) on the device, kept only for rescoring, else None; CTC
+        log-probs (frames, vocab) on the CPU) for each log-mel (T, 80), one padded batch."""
         if not mels:
             return []
         lens = torch.tensor([m.size(0) for m in mels])
         x = torch.nn.utils.rnn.pad_sequence(list(mels), batch_first=True).to(self.device)
         with self._cast():
-            _, logp, out_lens = self.model(x, lens.to(self.device))
+            enc, logp, out_lens = self.model(x, lens.to(self.device))
         logp = logp.float().cpu()
-        return [logp[i, : int(n)] for i, n in enumerate(out_lens.cpu())]
+        enc_lens = self.model.encoder.output_lengths(lens)
+        return [(enc[i, : int(e)] if self.rescorer is not None else None, logp[i, : int(n)])
+                for i, (e, n) in enumerate(zip(enc_lens, out_lens.cpu()))]
 
     # ------------------------------------------------------------ results
 
-    def _options(self) -> dict:
-        opts = {"decoding": "prefix_beam" if self.lm is not None else self.decoding.method, "model": self.name}
+    def _options(self, rescored: bool = False) -> dict:
+        method = "prefix_beam" if self.lm is not None or self.rescorer is not None else self.decoding.method
+        opts = {"decoding": "attention_rescoring" if rescored else method, "model": self.name}
+        if self.lm is not None or self.rescorer is not None:
+            opts.update(beam_size=self.beam_size)
         if self.lm is not None:
-            opts.update(beam_size=self.beam_size, lm_weight=self.lm_weight, lm_bonus=self.lm_bonus)
+            opts.update(lm_weight=self.lm_weight, lm_bonus=self.lm_bonus)
+        if rescored:
+            opts.update(ctc_weight=self.rescorer.cfg.ctc_weight, rescore_nbest=self.rescorer.cfg.nbest)
         return opts
 
-    def search(self, logp: torch.Tensor, t0: float, t_end: float, context: ContextGraph | None = None) -> Result:
-        """The result of CTC log-probs of audio from t0 to t_end (seconds); `context`:
-        hotwords (a context graph over the same units) biasing the search."""
+    def nbest(self, logp: torch.Tensor, context: ContextGraph | None = None) -> list[Hypothesis]:
+        """The CTC search's hypotheses, best first; `context`: hotwords (a context graph
+        over the same units) biasing the search."""
         d = self.decoding
-        method = "prefix_beam" if self.lm is not None or context is not None else d.method
+        method = "prefix_beam" if self.lm is not None or context is not None or self.rescorer else d.method
         search = make_decoder(method, self.beam_size, 0, d.blank_penalty, self.lm, self.lm_weight, self.lm_bonus,
                               context)
         search.advance(logp)
-        return build_result(search.nbest(), self.tokenizer, self.frame_s, t0, t_end, d.nbest, self._options())
+        return list(search.nbest())
+
+    def search(self, logp: torch.Tensor, t0: float, t_end: float, context: ContextGraph | None = None,
+               encoder_out: torch.Tensor | None = None) -> Result:
+        """The result of CTC log-probs of audio from t0 to t_end (seconds), rescored by
+        Whisper's decoder when this recognizer rescores and `encoder_out` is given."""
+        hyps = self.nbest(logp, context)
+        rescored = self.rescorer is not None and encoder_out is not None
+        if rescored:
+            with self._cast():
+                hyps = self.rescorer.rescore(hyps, [self.tokenizer.decode(h.tokens) for h in hyps], encoder_out)
+        return build_result(hyps, self.tokenizer, self.frame_s, t0, t_end, self.decoding.nbest,
+                            self._options(rescored))
 
     def _to_16k(self, audio: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
         x = to_float32(audio)
@@ -176,19 +210,20 @@ class WhisperRecognizer:
             pieces += [(k, a, b, x[a:b]) for a, b in quiet_cuts(x)]
         mels = [log_mel(p[3]) for p in pieces]
         order = sorted(range(len(pieces)), key=lambda i: mels[i].size(0))
-        logps: list[torch.Tensor | None] = [None] * len(pieces)
+        found: list[Result | None] = [None] * len(pieces)
         budget = 30 * 100 * 8  # mel frames per batch: 8 pieces of 30 s
         batch: list[int] = []
         for i in order + [None]:
             if i is None or (batch and mels[i].size(0) * (len(batch) + 1) > budget):
-                for j, lp in zip(batch, self.logprobs([mels[j] for j in batch])):
-                    logps[j] = lp
+                for j, (enc, lp) in zip(batch, self.encode([mels[j] for j in batch])):
+                    k, a, b, _ = pieces[j]
+                    found[j] = self.search(lp, a / SAMPLE_RATE, b / SAMPLE_RATE, contexts[k], enc)
                 batch = []
             if i is not None:
                 batch.append(i)
         parts: list[list[Result]] = [[] for _ in audios]
-        for (k, a, b, _), lp in zip(pieces, logps):
-            parts[k].append(self.search(lp, a / SAMPLE_RATE, b / SAMPLE_RATE, contexts[k]))
+        for (k, _, _, _), r in zip(pieces, found):
+            parts[k].append(r)
         return [self._join(p, end) for p, end in zip(parts, ends)]
 
     def _join(self, parts: list[Result], end: float) -> Result:

@@ -1,0 +1,159 @@
+"""Whisper's decoder as the attention rescorer of Whisper-CTC finals: the pruned
+vocabulary, byte fallback, scores on real speech, reduced precisions, the model
+directory and the recognizer's use of it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from asr.audio import read_audio
+from asr.checkpoint import ModelDirError
+from asr.config import DecodingConfig
+from asr.data.normalize import normalize_text
+from asr.metrics import cer
+from asr.whisper.bundle import is_whisper_dir, load_whisper_dir
+from asr.whisper.convert import load_ct2, load_decoder, load_encoder, tokenizer_json
+from asr.whisper.features import log_mel
+from asr.whisper.recognizer import WhisperRecognizer
+from asr.whisper.rescore import (EOT, PROMPT, RescoreConfig, WhisperRescorer, byte_level_tokenizer, kept_vocabulary,
+                                 prune_decoder)
+
+from .conftest import SHARED
+
+REAL = SHARED / "data" / "real_zh" / "eval"
+DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default"
+
+
+@pytest.fixture(scope="module")
+def ct2():
+    try:
+        return load_ct2()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not is_whisper_dir(DEFAULT) or not (DEFAULT / "decoder.safetensors").exists():
+        pytest.skip("models/default ships no Whisper rescorer")
+    return load_whisper_dir(DEFAULT)
+
+
+def _real(n: int) -> list[tuple[np.ndarray, str]]:
+    if not (REAL / "manifest.jsonl").exists():
+        pytest.skip(f"needs the real eval set ({REAL})")
+    out = []
+    for line in (REAL / "manifest.jsonl").read_text(encoding="utf-8").splitlines()[:n]:
+        d = json.loads(line)
+        x, sr = read_audio(REAL / d["audio"])
+        assert sr == 16000
+        out.append((x[0], normalize_text(d["text"])))
+    return out
+
+
+def test_pruned_decoder_keeps_the_full_decoders_scores(ct2):
+    """On the kept tokens the pruned decoder's log-probs are the full decoder's, up to one
+    normalising constant per position (its softmax runs over the kept set only)."""
+    bpe = byte_level_tokenizer(tokenizer_json())
+    keep = kept_vocabulary(bpe, ["我要查询话费", "明天下午三点"])
+    assert set(PROMPT) | {EOT} <= set(keep) and len(keep) < 400
+    full = load_decoder(ct2)
+    small = prune_decoder(full, keep)
+    rng = np.random.default_rng(0)
+    with torch.inference_mode():
+        enc = load_encoder(ct2)(log_mel((rng.standard_normal(32000) * 0.05).astype(np.float32))[None])
+        ids = list(PROMPT) + bpe.encode("我要查询话费").ids
+        a = full(torch.tensor([ids]), enc)[0][:, keep]
+        b = small(torch.tensor([[keep.index(i) for i in ids]]), enc)[0]
+    shift = a - b
+    assert (shift - shift[:, :1]).abs().max() < 1e-4
+    assert (shift <= 1e-6).all()  # the full softmax spreads mass over more tokens
+
+
+def test_unkept_tokens_are_spelled_as_bytes(ct2):
+    bpe = byte_level_tokenizer(tokenizer_json())
+    keep = kept_vocabulary(bpe, ["话费"])
+    rescorer = WhisperRescorer(prune_decoder(load_decoder(ct2), keep), keep, bpe, RescoreConfig())
+    for text in ("明天下午三点", "话费 iPhone 15"):
+        ids = rescorer.token_ids(text)
+        assert bpe.decode([keep[i] for i in ids]) == text
+    assert len(rescorer.token_ids("明天")) > len(bpe.encode("明天").ids)  # bytes, not merged tokens
+
+
+def test_decoder_prefers_the_reference_on_real_speech(shipped):
+    """Whisper's decoder scores each real utterance's reference above the same sentence
+    with one character replaced by a homophone-free other one, for nearly all of them."""
+    rec = WhisperRecognizer(shipped, torch.device("cpu"), DecodingConfig(), "fp32")
+    wins = 0
+    clips = _real(12)
+    for x, ref in clips:
+        enc, _ = rec.encode([log_mel(x)])[0]
+        k = len(ref) // 2
+        wrong = ref[:k] + ("的" if ref[k] != "的" else "了") + ref[k + 1:]
+        good, bad = rec.rescorer.scores(enc, [ref, wrong])
+        wins += good > bad
+    assert wins >= len(clips) - 1
+
+
+def test_rescoring_lowers_cer_on_real_speech(shipped):
+    """The shipped rescorer (on by default) against the same search without it, on real
+    eval clips: fewer errors, and results say how they were made."""
+    clips = _real(30)
+    refs = [t for _, t in clips]
+    on = WhisperRecognizer(shipped, torch.device("cpu"), DecodingConfig(), "bf16", native_bf16=True)
+    off = WhisperRecognizer(shipped, torch.device("cpu"), DecodingConfig(rescoring=False), "bf16", native_bf16=True)
+    assert on.rescorer is not None and off.rescorer is None
+    res_on = on.transcribe_many([x for x, _ in clips])
+    res_off = off.transcribe_many([x for x, _ in clips])
+    assert res_on[0].options["decoding"] == "attention_rescoring"
+    assert res_off[0].options["decoding"] == "prefix_beam"
+    assert cer(refs, [r.text for r in res_on]) < cer(refs, [r.text for r in res_off])
+    assert [on.transcribe(x).text for x, _ in clips[:3]] == [r.text for r in res_on[:3]]  # batched == single
+
+
+@pytest.mark.parametrize("precision, max_dscore", [("bf16", 1.5), ("int8", 6.0)])
+def test_reduced_precision_decoder_scores_match_fp32(shipped, precision, max_dscore):
+    """Decoder scores at bf16 / int8, relative to the first hypothesis', stay within
+    `max_dscore` nats of fp32's (measured on these clips: at most 0.96 for bf16, 4.1 for
+    int8, whose encoder output differs too), and the combined score (as served) picks the same hypothesis of nearly
+    every n-best list (near-ties between one-character variants may flip)."""
+    ref = WhisperRecognizer(shipped, torch.device("cpu"), DecodingConfig(), "fp32")
+    low = WhisperRecognizer(shipped, torch.device("cpu"), DecodingConfig(), precision)
+    same_top, clips = 0, _real(8)
+    for x, _ in clips:
+        mel = log_mel(x)
+        (enc, logp), (enc_low, _) = ref.encode([mel])[0], low.encode([mel])[0]
+        hyps = ref.nbest(logp)[:5]
+        texts = [ref.tokenizer.decode(h.tokens) for h in hyps]
+        ctc = np.array([h.score for h in hyps]) * ref.rescorer.cfg.ctc_weight
+        a = np.array(ref.rescorer.scores(enc, texts))
+        with low._cast():
+            b = np.array(low.rescorer.scores(enc_low, texts))
+        # what ranks hypotheses: their scores relative to the first one's
+        drift = np.abs((a - a[0]) - (b - b[0])).max()
+        assert drift < max_dscore
+        same_top += int((a + ctc).argmax() == (b + ctc).argmax())
+    assert same_top >= len(clips) - 1
+
+
+def test_rescoring_can_be_turned_off_and_a_broken_section_is_refused(shipped, tmp_path):
+    with pytest.raises(ValueError, match="ships no decoder"):
+        bare = load_whisper_dir(DEFAULT)
+        bare.rescorer = None
+        WhisperRecognizer(bare, torch.device("cpu"), DecodingConfig(rescoring=True), "fp32")
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT, model, ignore=shutil.ignore_patterns("lm.*"))
+    config = json.loads((model / "config.json").read_text())
+    config.pop("lm", None)
+    for k in [k for k in config["files"] if k.startswith("lm.")]:
+        del config["files"][k]
+    del config["files"]["whisper-tokenizer.json"]
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelDirError, match="does not list whisper-tokenizer.json"):
+        load_whisper_dir(model)
