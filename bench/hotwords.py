@@ -9,8 +9,9 @@ was trained on, each holding a rare word) synthesised with espeak-ng (cmn-latn-p
 the variant reserved for test sets). Each utterance's rare words are the words of its
 reference (jieba) of 2-4 Han
 characters that jieba's dictionary ranks rarest (frequency below `--max-freq`, at most
-two per utterance). The model runs once per utterance (full context, as a final); the
-search then runs:
+two per utterance). The model runs once per utterance (full context, as a final: for a
+two-pass model its final model, whose search is then rescored as served); the search
+then runs:
 
 - without hotwords;
 - with the utterance's own rare words as its list;
@@ -72,6 +73,7 @@ def main() -> int:
     p.add_argument("--max-freq", type=int, default=3000)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--precision", default="auto")
+    p.add_argument("--write-unrelated", type=Path, default=None, help="write the unrelated 100-phrase list here")
     p.add_argument("--synthetic", type=int, default=0, help="also N synthetic held-out sentences")
     args = p.parse_args()
 
@@ -126,10 +128,27 @@ def run(rec, title: str, refs: list[str], audios, args) -> None:
         words.append(ok)
     domain = sorted({w for ws in words for w in ws})
     unrelated = unrelated_phrases(refs, 100, args.max_freq, rec.tokenizer)
+    final = rec.final
     print(f"\n{title}: model {rec.name}; {len(refs)} utterances, {sum(map(len, words))} rare words "
           f"({sum(1 for w in words if w)} utterances hold one), domain list {len(domain)}, "
-          f"unrelated list {len(unrelated)}; search {rec.search_method} beam {rec.beam_size}")
-    logps = [rec.ctc_logprobs(audio, rate) for audio, rate in audios]
+          f"unrelated list {len(unrelated)}; search {rec.search_method} beam {(final or rec).beam_size}"
+          + (f", rescored by Whisper's decoder ({final.rescorer.cfg.nbest}-best)" if final and final.rescorer else ""))
+    if final is not None:  # two-pass: the final model's encoder output and CTC log-probs
+        from asr.whisper.features import log_mel  # noqa: PLC0415
+
+        passes = [final.encode([log_mel(final._to_16k(audio, rate))])[0] for audio, rate in audios]
+        ends = [audio.size / rate for audio, rate in audios]
+
+        def decode(i: int, g):
+            enc, lp = passes[i]
+            return final.search(lp, 0.0, ends[i], g, enc).text
+    else:
+        logps = [rec.ctc_logprobs(audio, rate) for audio, rate in audios]
+
+        def decode(i: int, g):
+            d = rec.new_decoder(False, g)
+            d.advance(logps[i])
+            return rec.tokenizer.decode(d.best().tokens)
 
     cases: dict[str, list] = {"no list": [None] * len(refs)}
     for boost in args.boost:
@@ -139,20 +158,20 @@ def run(rec, title: str, refs: list[str], audios, args) -> None:
         cases[f"own words {boost:g}"] = [graph(ws) if ws else None for ws in words]
         cases[f"domain list {boost:g}"] = [graph(domain)] * len(refs)
         cases[f"unrelated 100 {boost:g}"] = [graph(unrelated)] * len(refs)
-    for lp in logps:  # warm the LM's memo, so that the first case is not timed cold
-        rec.new_decoder(False, None).advance(lp)
+    for i in range(len(refs)):  # warm the LM's memo, so that the first case is not timed cold
+        decode(i, None)
     print(f"{'case':<18} {'recall':>7} {'CER':>8} {'search ms/utt':>13}")
     for name, graphs in cases.items():
         hyps = []
         t0 = time.perf_counter()
-        for lp, g in zip(logps, graphs):
-            d = rec.new_decoder(False, g)
-            d.advance(lp)
-            hyps.append(rec.tokenizer.decode(d.best().tokens))
+        for i, g in enumerate(graphs):
+            hyps.append(decode(i, g))
         ms = (time.perf_counter() - t0) * 1000 / len(refs)
         found = sum(w in h for ws, h in zip(words, hyps) for w in ws)
         total = sum(map(len, words))
         print(f"{name:<18} {found / max(total, 1):7.1%} {cer(refs, hyps):8.2%} {ms:13.1f}")
+    if args.write_unrelated:
+        args.write_unrelated.write_text("\n".join(unrelated) + "\n", encoding="utf-8")
     print("rare words:", " ".join(domain[:40]), "..." if len(domain) > 40 else "")
     print("unrelated:", " ".join(unrelated[:20]), "...")
 
