@@ -21,8 +21,8 @@ from asr.whisper.bundle import is_whisper_dir, load_whisper_dir
 from asr.whisper.convert import load_ct2, load_decoder, load_encoder, tokenizer_json
 from asr.whisper.features import log_mel
 from asr.whisper.recognizer import WhisperRecognizer
-from asr.whisper.rescore import (EOT, PROMPT, RescoreConfig, WhisperRescorer, byte_level_tokenizer, kept_vocabulary,
-                                 prune_decoder)
+from asr.whisper.rescore import (EOT, PROMPT, PrefixTree, RescoreConfig, WhisperRescorer, byte_level_tokenizer,
+                                 kept_vocabulary, prune_decoder)
 
 from .conftest import SHARED
 
@@ -74,6 +74,29 @@ def test_pruned_decoder_keeps_the_full_decoders_scores(ct2):
     shift = a - b
     assert (shift - shift[:, :1]).abs().max() < 1e-4
     assert (shift <= 1e-6).all()  # the full softmax spreads mass over more tokens
+
+
+def test_prefix_tree_scores_equal_one_row_per_hypothesis(ct2):
+    """Hypotheses run as one prefix tree (shared prefixes once) score what each gets in a
+    row of its own, teacher-forced with the causal mask."""
+    bpe = byte_level_tokenizer(tokenizer_json())
+    texts = ["我要查询话费", "我要查询话费吗", "我要查一下话费", "你要查询话费", "我"]
+    keep = kept_vocabulary(bpe, texts)
+    rescorer = WhisperRescorer(prune_decoder(load_decoder(ct2), keep), keep, bpe, RescoreConfig())
+    tree = PrefixTree([[1, 2, 3], [1, 2, 4], [1, 5], [1, 2, 3, 6]])
+    assert tree.tokens == [1, 2, 3, 4, 5, 6] and tree.parents == [-1, 0, 1, 1, 0, 2]
+    assert tree.depths == [0, 1, 2, 2, 1, 3] and tree.paths[3] == [0, 1, 2, 5]
+    assert tree.mask()[5].tolist() == [True, True, True, False, False, True]
+    rng = np.random.default_rng(1)
+    with torch.inference_mode():
+        enc = load_encoder(ct2)(log_mel((rng.standard_normal(48000) * 0.05).astype(np.float32))[None])[0]
+        got = rescorer.scores(enc, texts)
+        for text, score in zip(texts, got):
+            seq = rescorer.prompt + rescorer.token_ids(text) + [rescorer.eot]
+            logp = rescorer.decoder(torch.tensor([seq[:-1]]), enc[None])[0]
+            p = len(rescorer.prompt)
+            assert score == pytest.approx(float(logp[torch.arange(p - 1, len(seq) - 1), torch.tensor(seq[p:])].sum()),
+                                          abs=1e-3)
 
 
 def test_unkept_tokens_are_spelled_as_bytes(ct2):

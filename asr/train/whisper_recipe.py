@@ -66,7 +66,7 @@ class RecipeConfig:
     lm_weights: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
     lm_bonuses: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5])
     beam: int = 10
-    rescoring_nbest: int = 10  # hypotheses Whisper's decoder rescores per final (0: no rescorer)
+    rescoring_nbest: list[int] = field(default_factory=lambda: [5, 10])  # n-best sizes to choose from ([]: none)
     head_dir: str = "head"  # under exp_dir: the head's checkpoints
     init_head: str = ""  # start from this head state dict (e.g. a previous run's best.pt)
     device: str = "auto"  # cuda when there is a GPU

@@ -7,7 +7,8 @@ Steps: the decoder's vocabulary is pruned to the Whisper tokens that the model's
 its LM's n-grams produce; `decoder.safetensors` and `whisper-tokenizer.json` are written
 into the model directory; each dev utterance's n-best (the final search as served) is
 scored by the decoder once, and the CTC weight of the lowest mean dev CER is recorded
-in config.json's `rescoring` section. The recipe (`asr.train.whisper_recipe`) runs this
+in config.json's `rescoring` section, with the n-best size (the smaller one when dev
+does not tell them apart: it costs less). The recipe (`asr.train.whisper_recipe`) runs this
 as its last step.
 """
 
@@ -38,9 +39,11 @@ from .data import Utterance
 
 log = logging.getLogger("tingxie.whisper_rescorer")
 
-__all__ = ["CTC_WEIGHTS", "lm_texts", "add_rescorer", "dev_nbest", "choose_ctc_weight"]
+__all__ = ["CTC_WEIGHTS", "NBESTS", "lm_texts", "add_rescorer", "dev_nbest", "choose"]
 
 CTC_WEIGHTS = (1.0, 1.5, 2.0, 3.0, 5.0)
+NBESTS = (5, 10)
+NBEST_TOLERANCE = 0.0005  # mean dev CER a smaller n-best may lose and still be chosen
 
 
 def lm_texts(model_dir: Path, tokenizer: Tokenizer) -> Iterator[str]:
@@ -67,23 +70,30 @@ def dev_nbest(rec: WhisperRecognizer, utts: Sequence[Utterance]) -> list[dict]:
     return out
 
 
-def _cer(items: list[dict], ctc_weight: float | None) -> float:
+def _cer(items: list[dict], ctc_weight: float | None, nbest: int = 0) -> float:
     counts = ErrorCounts()
     for it in items:
-        n = range(len(it["hyps"]))
+        n = range(min(nbest or len(it["hyps"]), len(it["hyps"])))
         best = 0 if ctc_weight is None else max(n, key=lambda j: it["att"][j] + ctc_weight * it["ctc"][j])
         counts.add(it["ref"], it["hyps"][best])
     return counts.cer
 
 
-def choose_ctc_weight(dev: dict[str, list[dict]], weights: Sequence[float]) -> dict:
-    """The CTC weight of the lowest mean CER over the dev sets (the first of equals), with
-    every set's CER without and with rescoring."""
-    table = {w: {name: _cer(items, w) for name, items in dev.items()} for w in weights}
-    best = min(weights, key=lambda w: sum(table[w].values()))
-    return {"ctc_weight": best,
+def choose(dev: dict[str, list[dict]], weights: Sequence[float], nbests: Sequence[int],
+           tolerance: float = NBEST_TOLERANCE) -> dict:
+    """The n-best size and CTC weight of the lowest mean dev CER; a smaller list (cheaper:
+    the decoder's cost grows with it) wins when its mean is within `tolerance` of the
+    best. Every set's CER without rescoring and the mean for each choice are reported."""
+    def mean(k: int, w: float) -> float:
+        return sum(_cer(items, w, k) for items in dev.values()) / len(dev)
+
+    grid = {(k, w): mean(k, w) for k in sorted(nbests) for w in weights}
+    best = min(grid.values())
+    k = min(k for (k, _), v in grid.items() if v <= best + tolerance)
+    w = min(weights, key=lambda w: grid[(k, w)])
+    return {"nbest": k, "ctc_weight": w,
             "dev_cer_ctc": {name: round(_cer(items, None), 4) for name, items in dev.items()},
-            "dev_cer_rescored": {str(w): {k: round(v, 4) for k, v in table[w].items()} for w in weights}}
+            "dev_cer_mean": {f"{k}-best, ctc_weight {w:g}": round(v, 4) for (k, w), v in grid.items()}}
 
 
 def _write_section(model_dir: Path, section: dict) -> None:
@@ -94,16 +104,16 @@ def _write_section(model_dir: Path, section: dict) -> None:
     (model_dir / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
-def add_rescorer(model_dir: str | Path, dev: dict[str, Sequence[Utterance]], nbest: int = 10,
+def add_rescorer(model_dir: str | Path, dev: dict[str, Sequence[Utterance]], nbests: Sequence[int] = NBESTS,
                  weights: Sequence[float] = CTC_WEIGHTS, ct2=None) -> dict:
     """Write the pruned decoder and Whisper's tokenizer into `model_dir` and record the
-    `rescoring` section (the CTC weight chosen on `dev`, scored at the precision the
-    model is served at on this machine) in its config.json."""
+    `rescoring` section (n-best size and CTC weight chosen on `dev`, scored at the
+    precision the model is served at on this machine) in its config.json."""
     model_dir = Path(model_dir)
     bpe = byte_level_tokenizer(tokenizer_json())
     keep = kept_vocabulary(bpe, lm_texts(model_dir, load_whisper_dir(model_dir).tokenizer))
     log.info("decoder vocabulary pruned to %d of %d tokens", len(keep), bpe.get_vocab_size())
-    cfg = RescoreConfig(nbest=nbest)
+    cfg = RescoreConfig(nbest=max(nbests))
     save_rescorer(model_dir / cfg.decoder, prune_decoder(load_decoder(ct2 or load_ct2()), keep), keep)
     shutil.copyfile(tokenizer_json(), model_dir / cfg.tokenizer)
     section = dataclasses.asdict(cfg)
@@ -111,7 +121,8 @@ def add_rescorer(model_dir: str | Path, dev: dict[str, Sequence[Utterance]], nbe
     _write_section(model_dir, section)
     rec = WhisperRecognizer(load_whisper_dir(model_dir), torch.device("cpu"), DecodingConfig(),
                             native_bf16=cpu_has_native_bf16())
-    chosen = choose_ctc_weight({name: dev_nbest(rec, utts) for name, utts in dev.items()}, weights)
+    chosen = choose({name: dev_nbest(rec, utts) for name, utts in dev.items()}, weights, nbests)
     log.info("rescoring: %s", json.dumps(chosen))
-    _write_section(model_dir, {**section, "ctc_weight": chosen["ctc_weight"], "tuned_on": chosen})
+    _write_section(model_dir, {**section, "nbest": chosen["nbest"], "ctc_weight": chosen["ctc_weight"],
+                               "tuned_on": chosen})
     return chosen

@@ -163,7 +163,12 @@ class _DecoderLayer(nn.Module):
 class WhisperDecoder(nn.Module):
     """Teacher-forced token log-probs (B, L, vocab) given tokens (B, L) and the encoder
     output (B, T, d), or (1, T, d) shared by all rows: what attention rescoring needs (no
-    incremental generation)."""
+    incremental generation).
+
+    Several hypotheses can also share one row as a prefix tree: `positions` (L,) gives
+    each token's depth and `self_mask` (L, L) which tokens each one sees (its ancestors
+    and itself) in place of the causal mask, so shared prefixes run once.
+    """
 
     def __init__(self, dims: WhisperDims = WhisperDims()) -> None:
         super().__init__()
@@ -173,13 +178,16 @@ class WhisperDecoder(nn.Module):
         self.layers = nn.ModuleList(_DecoderLayer(dims) for _ in range(dims.decoder_layers))
         self.layer_norm = _LayerNorm(dims.d_model)
 
-    def forward(self, tokens: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if tokens.size(1) > self.dims.max_target_positions:
-            raise ValueError(f"at most {self.dims.max_target_positions} decoder tokens")
-        x = self.embeddings(tokens) + self.position_encodings.encodings[: tokens.size(1)]
+    def forward(self, tokens: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None, self_mask: torch.Tensor | None = None) -> torch.Tensor:
+        depth = tokens.size(1) if positions is None else int(positions.max()) + 1
+        if depth > self.dims.max_target_positions:
+            raise ValueError(f"at most {self.dims.max_target_positions} decoder positions")
+        table = self.position_encodings.encodings
+        x = self.embeddings(tokens) + (table[: tokens.size(1)] if positions is None else table[positions])
         x = x.to(memory.dtype)
         for layer in self.layers:
-            x = layer.self_attention(x, causal=True)
+            x = layer.self_attention(x, self_mask, causal=self_mask is None)
             x = layer.attention(x, memory, memory_mask)
             x = layer.ffn(x)
         x = self.layer_norm(x)
