@@ -14,6 +14,7 @@ from asr.checkpoint import save_model_dir
 from asr.config import ChunkConfig, ModelConfig
 from asr.model.conformer import CTCModel
 from asr.tokens import write_units
+from asr.whisper.convert import load_ct2
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 HAN = "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年"
@@ -43,6 +44,15 @@ def random_model(seed: int = 0, **overrides) -> CTCModel:
 
 def units() -> list[str]:
     return ["<blank>", "<unk>"] + list(HAN) + ["<sos/eos>"]
+
+
+@pytest.fixture(scope="session")
+def ct2():
+    """Whisper base as CTranslate2 stores it, from the `whisper` extra's wheels."""
+    try:
+        return load_ct2()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from asr.tokens import Tokenizer, write_units
 from asr.train.data import Utterance
 from asr.train.whisper_head import HeadTrainConfig, cache_encoder_outputs, greedy_cer, train_head
 from asr.whisper.bundle import is_whisper_dir, load_whisper_dir, save_whisper_dir
-from asr.whisper.convert import load_ct2, load_encoder, tokenizer_json, wheel_parts
+from asr.whisper.convert import load_encoder, tokenizer_json, wheel_parts
 from asr.whisper.ct2 import CT2FormatError, read_ct2_model
 from asr.whisper.ctc import CTCHead, HeadConfig, WhisperCTC
 from asr.whisper.features import log_mel
@@ -105,14 +105,6 @@ def test_log_mel_matches_faster_whisper_on_real_speech():
 
 
 # ---------------------------------------------------------------- encoder
-
-
-@pytest.fixture(scope="module")
-def ct2():
-    try:
-        return load_ct2()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
 
 
 def _ct2_dir(tmp_path, ct2_model) -> str:

@@ -18,7 +18,7 @@ from asr.config import DecodingConfig
 from asr.data.normalize import normalize_text
 from asr.metrics import cer
 from asr.whisper.bundle import is_whisper_dir, load_whisper_dir
-from asr.whisper.convert import load_ct2, load_decoder, load_encoder, tokenizer_json
+from asr.whisper.convert import load_decoder, load_encoder, tokenizer_json
 from asr.whisper.features import log_mel
 from asr.whisper.recognizer import WhisperRecognizer
 from asr.whisper.rescore import (EOT, PROMPT, PrefixTree, RescoreConfig, WhisperRescorer, byte_level_tokenizer,
@@ -28,14 +28,6 @@ from .conftest import SHARED
 
 REAL = SHARED / "data" / "real_zh" / "eval"
 DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default"
-
-
-@pytest.fixture(scope="module")
-def ct2():
-    try:
-        return load_ct2()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")

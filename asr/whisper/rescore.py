@@ -16,6 +16,7 @@ Whisper's BPE is its own `tokenizer.json`, read with Hugging Face `tokenizers`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,8 +147,8 @@ class WhisperRescorer:
 
     def with_decoder(self, decoder: torch.nn.Module) -> "WhisperRescorer":
         """The same rescorer over another copy of the decoder (e.g. cast or quantised)."""
-        out = object.__new__(WhisperRescorer)
-        out.__dict__.update(self.__dict__, decoder=decoder)
+        out = copy.copy(self)
+        out.decoder = decoder
         return out
 
     def token_ids(self, text: str) -> list[int]:
