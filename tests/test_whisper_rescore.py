@@ -132,15 +132,18 @@ def test_rescoring_lowers_cer_on_real_speech(shipped):
     assert [on.transcribe(x).text for x, _ in clips[:3]] == [r.text for r in res_on[:3]]  # batched == single
 
 
-@pytest.mark.parametrize("precision, max_dscore", [("bf16", 1.5), ("int8", 6.0)])
-def test_reduced_precision_decoder_scores_match_fp32(shipped, precision, max_dscore):
+@pytest.mark.parametrize("precision, max_dscore, max_cer_loss", [("bf16", 1.5, 0.01), ("int8", 6.0, 0.02)])
+def test_reduced_precision_decoder_scores_match_fp32(shipped, precision, max_dscore, max_cer_loss):
     """Decoder scores at bf16 / int8, relative to the first hypothesis', stay within
     `max_dscore` nats of fp32's (measured on these clips: at most 0.96 for bf16, 4.1 for
-    int8, whose encoder output differs too), and the combined score (as served) picks the same hypothesis of nearly
-    every n-best list (near-ties between one-character variants may flip)."""
+    int8, whose encoder output differs too), and the hypotheses the combined score picks
+    (as served) lose at most `max_cer_loss` of CER against fp32's picks: near-ties between
+    one-character variants may flip either way. (On 60 real clips int8 rescoring took CER
+    from 28.4% to 26.3%, bf16 from 26.9% to 25.2%.)"""
     ref = WhisperRecognizer(shipped, torch.device("cpu"), DecodingConfig(), "fp32")
     low = WhisperRecognizer(shipped, torch.device("cpu"), DecodingConfig(), precision)
-    same_top, clips = 0, _real(8)
+    clips = _real(8)
+    picks: dict[str, list[str]] = {"ref": [], "low": []}
     for x, _ in clips:
         mel = log_mel(x)
         (enc, logp), (enc_low, _) = ref.encode([mel])[0], low.encode([mel])[0]
@@ -151,10 +154,11 @@ def test_reduced_precision_decoder_scores_match_fp32(shipped, precision, max_dsc
         with low._cast():
             b = np.array(low.rescorer.scores(enc_low, texts))
         # what ranks hypotheses: their scores relative to the first one's
-        drift = np.abs((a - a[0]) - (b - b[0])).max()
-        assert drift < max_dscore
-        same_top += int((a + ctc).argmax() == (b + ctc).argmax())
-    assert same_top >= len(clips) - 1
+        assert np.abs((a - a[0]) - (b - b[0])).max() < max_dscore
+        picks["ref"].append(texts[int((a + ctc).argmax())])
+        picks["low"].append(texts[int((b + ctc).argmax())])
+    refs = [t for _, t in clips]
+    assert cer(refs, picks["low"]) - cer(refs, picks["ref"]) <= max_cer_loss
 
 
 def test_rescoring_can_be_turned_off_and_a_broken_section_is_refused(shipped, tmp_path):
