@@ -85,6 +85,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("settings: %s", settings.public())
     rec = app.rec
     final = f", final passes by {rec.final.name} in {rec.final.precision}" if rec.final is not None else ""
+    if rec.final is not None and rec.final.rescorer is not None:
+        final += f", rescored by Whisper's decoder ({rec.final.rescorer.cfg.nbest}-best)"
     log.info("CPU: %s; model on %s in %s%s with %d threads (tingxie bench measures this machine's capacity)",
              describe_cpu(), rec.device, precision_name(rec), final, torch.get_num_threads())
     if "OMP_WAIT_POLICY" not in os.environ:
