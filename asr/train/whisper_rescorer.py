@@ -25,10 +25,10 @@ import torch
 
 from ..audio import read_audio
 from ..checkpoint import CONFIG, LM, read_config, sha256
-from ..recognizer import cpu_has_native_bf16
 from ..config import DecodingConfig
 from ..lm import _iter_arpa
 from ..metrics import ErrorCounts
+from ..recognizer import cpu_has_native_bf16
 from ..tokens import Tokenizer
 from ..whisper.bundle import load_whisper_dir
 from ..whisper.convert import load_ct2, load_decoder, tokenizer_json
@@ -111,7 +111,7 @@ def add_rescorer(model_dir: str | Path, dev: dict[str, Sequence[Utterance]], nbe
     precision the model is served at on this machine) in its config.json."""
     model_dir = Path(model_dir)
     bpe = byte_level_tokenizer(tokenizer_json())
-    keep = kept_vocabulary(bpe, lm_texts(model_dir, load_whisper_dir(model_dir).tokenizer))
+    keep = kept_vocabulary(bpe, lm_texts(model_dir, Tokenizer.from_dir(model_dir)))
     log.info("decoder vocabulary pruned to %d of %d tokens", len(keep), bpe.get_vocab_size())
     cfg = RescoreConfig(nbest=max(nbests))
     save_rescorer(model_dir / cfg.decoder, prune_decoder(load_decoder(ct2 or load_ct2()), keep), keep)

@@ -80,9 +80,7 @@ class _CrossAttention(nn.Module):
         b, t, d = x.shape
         h, dh = self.heads, d // self.heads
         q = self.linear_0(self.layer_norm(x)).view(b, t, h, dh).transpose(1, 2)
-        k, v = self.linear_1(memory).view(memory.size(0), memory.size(1), 2, h, dh).permute(2, 0, 3, 1, 4)
-        if k.size(0) != b:  # one utterance's memory for several hypotheses: project it once
-            k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
+        k, v = self.linear_1(memory).view(b, memory.size(1), 2, h, dh).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return x + self.linear_2(out.transpose(1, 2).reshape(b, t, d))
 
@@ -162,8 +160,7 @@ class _DecoderLayer(nn.Module):
 
 class WhisperDecoder(nn.Module):
     """Teacher-forced token log-probs (B, L, vocab) given tokens (B, L) and the encoder
-    output (B, T, d), or (1, T, d) shared by all rows: what attention rescoring needs (no
-    incremental generation).
+    output (B, T, d): what attention rescoring needs (no incremental generation).
 
     Several hypotheses can also share one row as a prefix tree: `positions` (L,) gives
     each token's depth and `self_mask` (L, L) which tokens each one sees (its ancestors
