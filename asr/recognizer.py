@@ -285,6 +285,14 @@ class Recognizer:
         """Whether the model has an attention decoder (needed for rescoring)."""
         return self.decoder is not None
 
+    @property
+    def rescores_full_passes(self) -> bool:
+        """Whether full-context passes (`transcribe`, `transcribe_many`) are rescored by
+        default: the final model's decoder, or this model's with rescoring on."""
+        if self.final is not None:
+            return self.final.rescorer is not None
+        return bool(self.decoding.rescoring)
+
     def _check_rescoring(self, rescoring: bool) -> None:
         if rescoring and self.decoder is None:
             raise ValueError(
@@ -394,7 +402,7 @@ class Recognizer:
         hotwords: a context graph (`Recognizer.hotwords`) that biases the search.
         """
         if self.final is not None:
-            return self.final.transcribe(audio, sample_rate, hotwords)
+            return self.final.transcribe_many([audio], sample_rate, [hotwords], rescoring)[0]
         rescoring = self.decoding.rescoring if rescoring is None else rescoring
         self._check_rescoring(rescoring)
         return self._transcribe_features(self._features(audio, sample_rate), rescoring, hotwords)
@@ -411,14 +419,19 @@ class Recognizer:
         return self.result(nbest, 0.0, end_s, rescored=rescoring)
 
     def transcribe_many(self, audios: Sequence[np.ndarray | torch.Tensor], sample_rate: int = 16000,
-                        hotwords: Sequence[ContextGraph | None] | None = None) -> list[Result]:
+                        hotwords: Sequence[ContextGraph | None] | None = None,
+                        rescoring: bool | None = None) -> list[Result]:
         """`transcribe` for several recordings at once: full-context passes in padded,
         length-sorted batches (`recognize_features`); each result is what `transcribe`
         gives for its audio, up to float rounding. Recordings longer than
         `max_full_context_s` are decoded one by one, as `transcribe` does them.
-        hotwords: a context graph (or None) per recording."""
+        hotwords: a context graph (or None) per recording; rescoring: False skips the
+        attention rescoring this model would do (None: its default; True where it has none
+        is an error)."""
         if self.final is not None:
-            return self.final.transcribe_many(audios, sample_rate, hotwords)
+            return self.final.transcribe_many(audios, sample_rate, hotwords, rescoring)
+        rescoring = self.decoding.rescoring if rescoring is None else rescoring
+        self._check_rescoring(rescoring)
         feats = [self._features(a, sample_rate) for a in audios]
         shift_s = self.features.frame_shift_ms / 1000
         contexts = list(hotwords) if hotwords is not None else [None] * len(feats)
@@ -427,12 +440,12 @@ class Recognizer:
         if short:
             ends = [feats[i].size(0) * shift_s for i in short]
             batch = self.recognize_features([feats[i] for i in short], [0.0] * len(short), ends,
-                                            contexts=[contexts[i] for i in short])
+                                            contexts=[contexts[i] for i in short], rescoring=rescoring)
             for i, r in zip(short, batch):
                 results[i] = r
         for i, r in enumerate(results):
             if r is None:
-                results[i] = self._transcribe_features(feats[i], self.decoding.rescoring, contexts[i])
+                results[i] = self._transcribe_features(feats[i], rescoring, contexts[i])
         return results  # type: ignore[return-value]
 
     def recognize_features(
@@ -443,13 +456,15 @@ class Recognizer:
         max_batch_frames: int = 0,
         max_batch: int = 0,
         contexts: Sequence[ContextGraph | None] | None = None,
+        rescoring: bool | None = None,
     ) -> list[Result]:
         """Full-context results for utterances given as features (frames, mel) that
         start at t0 and end at t_end (seconds; token times are absolute). They run sorted
         by length in padded batches of at most max_batch_frames padded frames and
         max_batch utterances (0: `batch_limits` for the device); padding is masked in the
         encoder, so each result is what the utterance gives alone, up to float rounding.
-        contexts: hotwords (a context graph or None) per utterance."""
+        contexts: hotwords (a context graph or None) per utterance; rescoring: as in
+        `transcribe_many`."""
         default_frames, default_batch = batch_limits(self.device)
         lengths = [int(f.size(0)) for f in feats]
         ctx = list(contexts) if contexts is not None else [None] * len(feats)
@@ -457,9 +472,10 @@ class Recognizer:
         if self.final is not None:  # the final model's passes; features are its log-mel (`full_pass_features`)
             for batch in length_batches(lengths, max_batch_frames or default_frames, max_batch or default_batch):
                 for i, (enc, lp) in zip(batch, self.final.encode([feats[i] for i in batch])):
-                    results[i] = self.final.search(lp, t0[i], t_end[i], ctx[i], enc)
+                    results[i] = self.final.search(lp, t0[i], t_end[i], ctx[i], None if rescoring is False else enc)
             return results  # type: ignore[return-value]
         todo = [i for i, n in enumerate(lengths) if n >= self.min_frames]
+        rescoring = self.decoding.rescoring if rescoring is None else rescoring
         for i in set(range(len(feats))) - set(todo):  # too short for one encoder frame
             results[i] = self._decode_full(torch.zeros(0, self.model.cfg.vocab_size), None, t0[i], t_end[i], ctx[i])
         batches = length_batches([lengths[i] for i in todo], max_batch_frames or default_frames,
@@ -467,16 +483,15 @@ class Recognizer:
         for batch in batches:
             idx = [todo[b] for b in batch]
             for i, res in zip(idx, self._run_padded([feats[i] for i in idx], [t0[i] for i in idx],
-                                                    [t_end[i] for i in idx], [ctx[i] for i in idx])):
+                                                    [t_end[i] for i in idx], [ctx[i] for i in idx], rescoring)):
                 results[i] = res
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
     def _run_padded(self, feats: list[torch.Tensor], t0: list[float], t_end: list[float],
-                    ctx: list[ContextGraph | None]) -> list[Result]:
+                    ctx: list[ContextGraph | None], rescoring: bool) -> list[Result]:
         lens = torch.tensor([f.size(0) for f in feats])
         xs = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
-        rescoring = self.decoding.rescoring
         with self._autocast():
             enc, logp, out_lens = self.model.forward_with_encoder(xs, lens.to(self.device))
         logp = logp.float().cpu()
@@ -488,7 +503,7 @@ class Recognizer:
 
     def _decode_full(self, logp: torch.Tensor, enc: torch.Tensor | None, t0: float, t_end: float,
                      context: ContextGraph | None = None) -> Result:
-        rescoring = self.decoding.rescoring and enc is not None and logp.size(0) > 0
+        rescoring = enc is not None and logp.size(0) > 0
         decoder = self.new_decoder(rescoring, context)
         decoder.advance(logp)
         nbest = decoder.nbest()

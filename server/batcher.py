@@ -14,9 +14,11 @@ never a polling sleep), and hands the batch to a single worker thread, which
    result only under real overload: while the streaming steps alone kept the worker
    busy more than MAX_STEP_SHARE_FOR_PASSES of the last seconds, or when it has waited
    `final_pass_max_wait_ms` while the worker was busy (steps and passes) more than
-   MAX_BUSY_FOR_LATE_PASSES of that time (passes piling up). An idle engine always runs
-   the pass, whatever the timing of the queue. Each final request records which pass
-   produced its result (`FinalRequest.produced_by`),
+   MAX_BUSY_FOR_LATE_PASSES of that time (passes piling up); before that, passes run
+   without their attention rescoring while the worker was busy more than
+   MAX_BUSY_FOR_RESCORING. An idle engine always runs the whole pass, whatever the
+   timing of the queue. Each final request records which pass produced its result
+   (`FinalRequest.produced_by`: "full", "unrescored" or "stream"),
 
 and the gatherer resolves the futures on the loop. An utterance end whose final is the
 streaming result (no full pass asked for, or none affordable now, and no rescoring) is
@@ -69,6 +71,11 @@ MAX_STEP_SHARE_FOR_PASSES = 0.75
 # ... and a pass that has waited final_pass_max_wait_ms is dropped only while the worker
 # had (almost) no idle time: the passes are then piling up behind each other.
 MAX_BUSY_FOR_LATE_PASSES = 0.9
+# ... and before that, under the same rule ("auto"), a model that rescores its full passes
+# (Whisper's decoder, ~30% of a pass) sheds the rescoring first: while the worker was busy
+# more than this share of the window, passes run without it ("pass": "unrescored"), so
+# that finals keep the full-context model as long as the machine can afford that.
+MAX_BUSY_FOR_RESCORING = 0.8
 BUSY_WINDOW_S = 3.0
 DEFERRED = object()  # a final pass left for the next batch
 # The worker hands the heap's free pages back to the OS (`asr.memory`) when the queue is
@@ -110,6 +117,7 @@ class BatchStats:
     audio_seconds: float  # audio the step decoded (chunks x chunk duration) + final passes
     max_wait_seconds: float  # longest queue wait in the batch
     passes_skipped: int = 0  # final passes replaced by the streaming result (final pass "auto")
+    rescoring_shed: int = 0  # full passes run without their attention rescoring (final pass "auto")
 
 
 class StepRunner(Protocol):
@@ -381,6 +389,8 @@ class Batcher:
         t0 = time.perf_counter()
         waits = waits or [0.0] * len(requests)
         skip_pass = self.final_pass_max_wait
+        shed_rescoring = (skip_pass is not None and busy > MAX_BUSY_FOR_RESCORING
+                          and getattr(self.rec, "rescores_full_passes", False))
         outcomes: list[Any] = [False] * len(requests)
         stepping: list[int] = []
         for i, req in enumerate(requests):
@@ -424,7 +434,7 @@ class Batcher:
             planned += cost
             try:
                 outcomes[i] = req.stream.end_utterance()
-                req.produced_by = "full" if full else "stream"
+                req.produced_by = ("unrescored" if shed_rescoring else "full") if full else "stream"
                 if full:
                     passes.append(i)
             except Exception:
@@ -433,20 +443,24 @@ class Batcher:
         if passes:
             t_pass = time.perf_counter()
             pass_audio = sum(requests[i].audio.size / requests[i].sample_rate for i in passes)
-            for i, outcome in zip(passes, self._full_passes([requests[i] for i in passes])):
+            for i, outcome in zip(passes, self._full_passes([requests[i] for i in passes], shed_rescoring)):
                 outcomes[i] = outcome
             audio_s += pass_audio
             self._final_cost_per_s = (time.perf_counter() - t_pass) / max(pass_audio, 1e-3)
         t3 = time.perf_counter()
-        stats = BatchStats(len(requests), len(stepping), finals, t3 - t0, t2 - t1, audio_s, 0.0, skipped)
+        stats = BatchStats(len(requests), len(stepping), finals, t3 - t0, t2 - t1, audio_s, 0.0, skipped,
+                           len(passes) if shed_rescoring else 0)
         return outcomes, stats
 
-    def _full_passes(self, requests: list[FinalRequest]) -> list[Any]:
-        """Full-context results (or the exception) for each request's utterance audio."""
+    def _full_passes(self, requests: list[FinalRequest], shed_rescoring: bool = False) -> list[Any]:
+        """Full-context results (or the exception) for each request's utterance audio;
+        shed_rescoring: without the recognizer's attention rescoring."""
         many = getattr(self.rec, "transcribe_many", None)
         rates = {r.sample_rate for r in requests}
         hot = [getattr(r, "hotwords", None) for r in requests]
-        extra = {"hotwords": hot} if any(h is not None for h in hot) else {}
+        extra: dict[str, Any] = {"hotwords": hot} if any(h is not None for h in hot) else {}
+        if shed_rescoring:
+            extra["rescoring"] = False
         if many is not None and len(requests) > 1 and len(rates) == 1:
             try:
                 return list(many([r.audio for r in requests], rates.pop(), **extra))
@@ -455,8 +469,9 @@ class Batcher:
         out: list[Any] = []
         for r in requests:
             try:
-                h = getattr(r, "hotwords", None)
-                out.append(self.rec.transcribe(r.audio, r.sample_rate, **({"hotwords": h} if h is not None else {})))
+                one = {k: v for k, v in (("hotwords", getattr(r, "hotwords", None)),
+                                         ("rescoring", False if shed_rescoring else None)) if v is not None}
+                out.append(self.rec.transcribe(r.audio, r.sample_rate, **one))
             except Exception:
                 log.exception("final pass failed")
                 out.append(InternalError("recognition failed"))

@@ -46,6 +46,9 @@ class Metrics:
         self.passes_skipped = Counter(
             "tingxie_final_passes_skipped", "Final passes replaced by the streaming result (engine behind)", registry=r
         )
+        self.rescoring_shed = Counter(
+            "tingxie_rescoring_shed", "Full passes run without their attention rescoring (engine busy)", registry=r
+        )
         self.rtf = Gauge(
             "tingxie_real_time_factor", f"Worker busy time / audio decoded, over the last {RTF_WINDOW_S:.0f} s", registry=r
         )
@@ -65,6 +68,8 @@ class Metrics:
             self.batch_size.observe(stats.chunks)
             self.step_seconds.observe(stats.step_seconds)
         self.batch_seconds.observe(stats.seconds)
+        if stats.rescoring_shed:
+            self.rescoring_shed.inc(stats.rescoring_shed)
         self.queue_wait.observe(stats.max_wait_seconds)
         now = time.monotonic()
         self._window.append((now, stats.seconds, stats.audio_seconds))

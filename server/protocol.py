@@ -215,8 +215,9 @@ class Final:
     confidence: float
     tokens: tuple[TokenInfo, ...] = ()
     raw_text: str = ""
-    # Which decoding produced the text: "full" (full-context pass over the utterance) or
-    # "stream" (the streaming result). Sent as "pass".
+    # Which decoding produced the text: "full" (full-context pass over the utterance, with
+    # the model's attention rescoring if it has one), "unrescored" (that pass without its
+    # rescoring: engine overloaded) or "stream" (the streaming result). Sent as "pass".
     pass_: str = "full"
 
 

@@ -91,7 +91,7 @@ class FinalRequest:
     sample_rate: int
     offset_s: float
     emit: bool
-    produced_by: str = ""  # set by the engine: "full" (the full-context pass) or "stream"
+    produced_by: str = ""  # set by the engine: "full", "unrescored" (full pass, rescoring shed) or "stream"
     hotwords: Any = None  # the session's context graph, for the full-context pass
 
 

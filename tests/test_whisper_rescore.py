@@ -17,12 +17,15 @@ from asr.checkpoint import ModelDirError
 from asr.config import DecodingConfig
 from asr.data.normalize import normalize_text
 from asr.metrics import cer
+from asr.recognizer import Recognizer
 from asr.whisper.bundle import is_whisper_dir, load_whisper_dir
 from asr.whisper.convert import load_decoder, load_encoder, tokenizer_json
 from asr.whisper.features import log_mel
 from asr.whisper.recognizer import WhisperRecognizer
 from asr.whisper.rescore import (EOT, PROMPT, PrefixTree, RescoreConfig, WhisperRescorer, byte_level_tokenizer,
                                  kept_vocabulary, prune_decoder)
+from server.batcher import MAX_BUSY_FOR_LATE_PASSES, MAX_BUSY_FOR_RESCORING, Batcher
+from server.session import FinalRequest
 
 from .conftest import SHARED
 
@@ -176,3 +179,30 @@ def test_rescoring_can_be_turned_off_and_a_broken_section_is_refused(shipped, tm
     (model / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelDirError, match="does not list whisper-tokenizer.json"):
         load_whisper_dir(model)
+
+
+async def test_busy_engine_sheds_rescoring_before_the_full_pass():
+    """final_pass auto with a rescoring model: a busy worker runs the full pass without
+    its rescoring ("unrescored", counted), a quiet one runs the whole of it."""
+    if not is_whisper_dir(DEFAULT) or not (DEFAULT / "decoder.safetensors").exists():
+        pytest.skip("models/default ships no Whisper rescorer")
+    rec = Recognizer.from_dir(DEFAULT, device="cpu")
+    assert rec.rescores_full_passes
+    audio, _ = _real(1)[0]
+    full, plain = rec.transcribe(audio), rec.transcribe(audio, rescoring=False)
+    assert full.options["decoding"] == "attention_rescoring" and plain.options["decoding"] == "prefix_beam"
+    busy_levels = ((0.5, "full", full), ((MAX_BUSY_FOR_RESCORING + MAX_BUSY_FOR_LATE_PASSES) / 2, "unrescored", plain))
+    for busy, label, want in busy_levels:
+        engine = Batcher(rec, max_wait_ms=1, final_pass_max_wait_ms=60_000)
+        await engine.start()
+        try:
+            engine.step_fraction = lambda now: 0.1
+            engine.busy_fraction = lambda now, v=busy: v
+            stream = rec.stream()
+            stream.accept(audio)
+            req = FinalRequest(0, stream, audio, 16000, 0.0, True)
+            got = await engine.submit(req)
+        finally:
+            await engine.close()
+        assert req.produced_by == label and got.options["decoding"] == want.options["decoding"]
+        assert got.text == want.text and engine.passes_skipped == 0

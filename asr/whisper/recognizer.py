@@ -198,9 +198,13 @@ class WhisperRecognizer:
         return self.transcribe_many([audio], sample_rate, [hotwords])[0]
 
     def transcribe_many(self, audios: Sequence[np.ndarray | torch.Tensor], sample_rate: int = 16000,
-                        hotwords: Sequence[ContextGraph | None] | None = None) -> list[Result]:
+                        hotwords: Sequence[ContextGraph | None] | None = None,
+                        rescoring: bool | None = None) -> list[Result]:
         """`transcribe` of several recordings, their pieces encoded in length-sorted
-        batches; hotwords: a context graph (or None) per recording."""
+        batches; hotwords: a context graph (or None) per recording; rescoring: False
+        skips this recognizer's rescoring for these (None: as configured)."""
+        if rescoring and self.rescorer is None:
+            raise ValueError(f"model {self.name!r} is not set up to rescore (no decoder, or rescoring off)")
         contexts = list(hotwords) if hotwords is not None else [None] * len(audios)
         pieces: list[tuple[int, int, int, np.ndarray]] = []  # (recording, start, end, samples)
         ends = []
@@ -217,7 +221,8 @@ class WhisperRecognizer:
             if i is None or (batch and mels[i].size(0) * (len(batch) + 1) > budget):
                 for j, (enc, lp) in zip(batch, self.encode([mels[j] for j in batch])):
                     k, a, b, _ = pieces[j]
-                    found[j] = self.search(lp, a / SAMPLE_RATE, b / SAMPLE_RATE, contexts[k], enc)
+                    found[j] = self.search(lp, a / SAMPLE_RATE, b / SAMPLE_RATE, contexts[k],
+                                           None if rescoring is False else enc)
                 batch = []
             if i is not None:
                 batch.append(i)
