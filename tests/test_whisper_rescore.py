@@ -1,6 +1,6 @@
 """Whisper's decoder as the attention rescorer of Whisper-CTC finals: the pruned
 vocabulary, byte fallback, scores on real speech, reduced precisions, the model
-directory and the recognizer's use of it."""
+directory, the recognizer's use of it, and the engine shedding it under load."""
 
 from __future__ import annotations
 
