@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -20,8 +22,11 @@ from asr.config import DecodingConfig
 from asr.decoding import make_decoder
 from asr.lm import EOS, LMError, NgramCounts, NgramLM, estimate, read_arpa, write_arpa
 from asr.recognizer import Recognizer
+from asr.whisper.bundle import is_whisper_dir, load_whisper_dir
 
 from .conftest import HAN, speech_like, units
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
 
 V = list("abcdefgh")
 
@@ -226,6 +231,30 @@ def test_model_directory_lm_and_cli(tmp_path, random_model_dir):
         with pytest.raises(ModelDirError, match=f"checksum mismatch for {name}"):
             load_model_dir(model)
         (model / name).write_bytes(saved)
+
+
+def test_cli_lm_into_a_whisper_ctc_directory(tmp_path):
+    """`tingxie lm` replaces a two-pass model's LM: the final passes use it, the first
+    pass keeps its own."""
+    if not is_whisper_dir(MODELS / "default"):
+        pytest.skip("models/default is not a Whisper-CTC model")
+    model = tmp_path / "default"
+    model.mkdir()
+    for f in (MODELS / "default").iterdir():  # weights linked; what `tingxie lm` writes, copied
+        if f.name.startswith("lm.") or f.name == "config.json":
+            shutil.copyfile(f, model / f.name)
+        else:
+            (model / f.name).symlink_to(f)
+    (tmp_path / "small-streaming").symlink_to(MODELS / "small-streaming")
+    (tmp_path / "text.txt").write_text("今天天气很好\n明天去银行办卡\n" * 20, encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "tingxie", "lm", "--model", str(model), "--text",
+                          str(tmp_path / "text.txt"), "--weight", "0.9", "--bonus", "3"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    bundle = load_whisper_dir(model)
+    assert bundle.lm["weight"] == 0.9 and bundle.lm["sentences"] == 40
+    rec = Recognizer.from_dir(model, "cpu")
+    assert rec.final.lm is not rec.lm and rec.final.lm_weight == 0.9
+    assert (MODELS / "default" / "lm.arpa.gz").read_bytes() != (model / "lm.arpa.gz").read_bytes()
 
 
 def test_add_lm_needs_a_model_directory(tmp_path):

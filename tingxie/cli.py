@@ -21,8 +21,10 @@ from asr.importers.wenet import import_wenet
 from asr.lm import NgramCounts, estimate, write_arpa
 from asr.metrics import ErrorCounts
 from asr.recognizer import Recognizer, command_precision
+from asr.tokens import Tokenizer
 from asr.train.data import read_manifest
 from asr.train.trainer import load_train_config, train
+from asr.whisper.bundle import is_whisper_dir
 from server import cli as server_cli
 
 from . import bench
@@ -163,7 +165,8 @@ def cmd_lm(args: argparse.Namespace) -> int:
               f"weight {weight}, bonus {bonus}, beam {beam or 'default'}")
         return 0
 
-    tok = load_model_dir(args.model).tokenizer
+    # A Whisper-CTC directory's LM is its final passes' (the first-pass model keeps its own).
+    tok = Tokenizer.from_dir(args.model) if is_whisper_dir(args.model) else load_model_dir(args.model).tokenizer
     texts: list[str] = []
     for f in args.text or []:
         texts += [line for line in Path(f).read_text(encoding="utf-8").splitlines() if line.strip()]
