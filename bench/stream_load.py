@@ -348,6 +348,7 @@ def run(args: argparse.Namespace, audio: np.ndarray, utterances: list[np.ndarray
         "final_p95": pct(final, 95),
         "finals": sum(r.finals for r in results),
         "passes_skipped": int(d.get("tingxie_final_passes_skipped_total", 0.0)),
+        "rescoring_shed": int(d.get("tingxie_rescoring_shed_total", 0.0)),
         "done": sum(r.done for r in results),
         "errors": errors,
     }
@@ -358,7 +359,7 @@ def row(r: dict) -> str:
     errs = f"{len(r['errors'])} ({', '.join(sorted(set(r['errors'])))[:40]})" if r["errors"] else "0"
     return (f"| {r['streams']} | {r['max_batch']} | {r['rtf']:.3f} | {r['cpu_rtf']:.3f} | {r['mean_batch']:.1f} | "
             f"{ms(r['partial_p50'])} / {ms(r['partial_p95'])} | {ms(r['final_p50'])} / {ms(r['final_p95'])} | "
-            f"{r['passes_skipped']}/{r['finals']} | {r['done']}/{r['streams']} | {errs} |")
+            f"{r['passes_skipped']}/{r['finals']} | {r['rescoring_shed']} | {r['done']}/{r['streams']} | {errs} |")
 
 
 def main() -> None:
@@ -390,7 +391,7 @@ def main() -> None:
           f"pattern: {args.pattern}; final pass: {args.final_pass}; "
           f"server flags: {args.server_args or '-'}; {os.cpu_count()} CPUs", flush=True)
     header = ("| streams | max batch | RTF | CPU RTF | mean batch | partial p50 / p95 (ms) | final p50 / p95 (ms) "
-              "| full passes skipped | done | errors |\n|---|---|---|---|---|---|---|---|---|---|")
+              "| full passes skipped | rescoring shed | done | errors |\n|---|---|---|---|---|---|---|---|---|---|---|")
     results = []
     for n in args.streams:
         for mb in [args.max_batch] + ([] if args.no_unbatched else [1]):
