@@ -8,8 +8,9 @@ Every `--sample-s` seconds one JSON line (stdout and `--out`): elapsed minutes, 
 server's RSS (MB, /proc), open sessions (/healthz), finals by pass (`tingxie_finals_total`
 by `pass`: full-context or streaming), final passes skipped, the engine's real-time
 factor, error messages and abnormal closes seen by the clients. At the end a summary:
-RSS at start, at half time and at the end, the growth over the second half and its
-least-squares slope (MB per minute), and the finals' passes.
+RSS at start, at half time and at the end, the growth over the second half (from sample to
+sample, and between the 5-minute means around half time and at the end), its least-squares
+slope (MB per minute), and the finals' passes.
 
 Audio: the real Mandarin recordings of ../shared/data/real_zh/eval (16 kHz WAV), sent in
 100 ms frames on a real-time schedule, each stream starting at a different file.
@@ -189,6 +190,13 @@ async def soak(args: argparse.Namespace) -> dict:
     second = [(s["minute"], s["rss_mb"]) for s in samples if s["minute"] >= half]
     at_half = second[0][1] if second else float("nan")
     last = samples[-1] if samples else {}
+    # RSS moves by tens of MB between samples (passes of every size; heap trims), so the
+    # growth is also given between 5-minute means: at half time and at the end.
+    window = min(5.0, half / 2)
+    def mean_rss(lo: float, hi: float) -> float:
+        v = [s["rss_mb"] for s in samples if lo <= s["minute"] <= hi]
+        return sum(v) / len(v) if v else float("nan")
+    windowed = mean_rss(args.minutes - window, args.minutes) - mean_rss(half - window / 2, half + window / 2)
     return {
         "streams": args.streams,
         "minutes": args.minutes,
@@ -196,6 +204,7 @@ async def soak(args: argparse.Namespace) -> dict:
         "rss_half_mb": at_half,
         "rss_end_mb": last.get("rss_mb"),
         "rss_second_half_growth_mb": round(last.get("rss_mb", float("nan")) - at_half, 1),
+        "rss_second_half_growth_5min_means_mb": round(windowed, 1),
         "rss_second_half_max_minus_min_mb": round(max(r for _, r in second) - min(r for _, r in second), 1) if second else None,
         "rss_second_half_slope_mb_per_min": round(fit_slope(second), 3),
         "finals_full": last.get("finals_full"),
