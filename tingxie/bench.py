@@ -50,6 +50,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=0, help="model threads, as serve's --threads (0: one per core but one)")
     p.add_argument("--max-seconds", type=float, default=50.0, help="time budget for the measurements")
+    p.add_argument("--rescoring", choices=["true", "false"], default=None,
+                   help="size with the finals' attention rescoring on or off, as serve's --rescoring (default: "
+                        "as the model ships)")
     p.set_defaults(func=run)
 
 
@@ -130,7 +133,8 @@ def _time_steps(rec: Recognizer, streams: list[Any], steps: int) -> float:
 def _recognizer(args: argparse.Namespace, settings: Settings, precision: str) -> Recognizer:
     """As the server builds it, either kind of model directory (a two-pass one's final
     model at its automatic precision)."""
-    decoding = DecodingConfig(settings.decoding, settings.beam or None, lm=settings.lm)
+    rescoring = None if args.rescoring is None else args.rescoring == "true"
+    decoding = DecodingConfig(settings.decoding, settings.beam or None, lm=settings.lm, rescoring=rescoring)
     rec = Recognizer.from_dir(args.model or default_model_dir(), args.device, decoding, chunk_ms=settings.chunk_ms,
                               history_ms=settings.history_ms, blank_threshold=settings.blank_threshold,
                               precision=precision)
@@ -158,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
     history = rec.chunk.left_chunks if rec.chunk.left_chunks > 0 else 4  # chunks of history each stream holds
     print(f"model: {rec.name}, chunk {chunk_seconds(rec) * 1000:.0f} ms, history {settings.history_ms} ms, "
           f"search {rec.search_method}" + (f" beam {rec.beam_size} with LM" if rec.lm is not None else "")
+          + (f"; finals by {rec.final.name}" + (", rescored" if rec.rescores_full_passes else "")
+             if rec.final is not None else "")
           + f"; {threads} model thread(s)")
 
     # Precision: the faster step at a mid-sized batch (traces are made on the first steps).
