@@ -402,7 +402,7 @@ class Recognizer:
         hotwords: a context graph (`Recognizer.hotwords`) that biases the search.
         """
         if self.final is not None:
-            return self.final.transcribe_many([audio], sample_rate, [hotwords], rescoring)[0]
+            return self.final.transcribe(audio, sample_rate, hotwords, rescoring)
         rescoring = self.decoding.rescoring if rescoring is None else rescoring
         self._check_rescoring(rescoring)
         return self._transcribe_features(self._features(audio, sample_rate), rescoring, hotwords)

@@ -193,9 +193,9 @@ class WhisperRecognizer:
         return np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(-1))
 
     def transcribe(self, audio: np.ndarray | torch.Tensor, sample_rate: int = 16000,
-                   hotwords: ContextGraph | None = None) -> Result:
+                   hotwords: ContextGraph | None = None, rescoring: bool | None = None) -> Result:
         """Recognise a whole recording (mono float32 in [-1, 1] or int16), any length."""
-        return self.transcribe_many([audio], sample_rate, [hotwords])[0]
+        return self.transcribe_many([audio], sample_rate, [hotwords], rescoring)[0]
 
     def transcribe_many(self, audios: Sequence[np.ndarray | torch.Tensor], sample_rate: int = 16000,
                         hotwords: Sequence[ContextGraph | None] | None = None,
