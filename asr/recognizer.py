@@ -471,7 +471,7 @@ class Recognizer:
         results: list[Result | None] = [None] * len(feats)
         if self.final is not None:  # the final model's passes; features are its log-mel (`full_pass_features`)
             for batch in length_batches(lengths, max_batch_frames or default_frames, max_batch or default_batch):
-                for i, (enc, lp) in zip(batch, self.final.encode([feats[i] for i in batch])):
+                for i, (enc, lp) in zip(batch, self.final.encode([feats[i] for i in batch], rescoring is not False)):
                     results[i] = self.final.search(lp, t0[i], t_end[i], ctx[i], None if rescoring is False else enc)
             return results  # type: ignore[return-value]
         todo = [i for i, n in enumerate(lengths) if n >= self.min_frames]

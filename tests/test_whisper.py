@@ -27,6 +27,7 @@ from asr.whisper.convert import load_encoder, tokenizer_json, wheel_parts
 from asr.whisper.ct2 import CT2FormatError, read_ct2_model
 from asr.whisper.ctc import CTCHead, HeadConfig, WhisperCTC
 from asr.whisper.features import log_mel
+from asr.whisper.model import WhisperDims
 from asr.whisper.recognizer import MAX_SEGMENT_S, WhisperRecognizer, quiet_cuts, resolve_whisper_precision
 
 from .conftest import SHARED, espeak, needs_espeak, speech_like
@@ -141,21 +142,31 @@ TINY_TEXTS = ("打开空调", "我要查询话费", "明天下午三点")
 
 
 @needs_espeak
-def test_tiny_train_export_and_decode(ct2, tmp_path, random_model_dir):
-    """The whole chain on three espeak-ng sentences: cache Whisper's encoder outputs, train
-    a small CTC head until it has learnt them, write a model directory, load it as the
-    final model of a two-pass recognizer and transcribe the audio through it."""
+@pytest.mark.parametrize("encoder_layers", [0, 1], ids=["frozen encoder", "own top encoder layer"])
+def test_tiny_train_export_and_decode(ct2, tmp_path, random_model_dir, encoder_layers):
+    """The whole chain on three espeak-ng sentences: cache Whisper's encoder outputs (or,
+    for a head with its own copy of the top layer, the output below it), train a small
+    CTC head until it has learnt them, write a model directory, load it as the final
+    model of a two-pass recognizer and transcribe the audio through it."""
     chars = sorted({c for t in TINY_TEXTS for c in t})
     write_units(["<blank>", "<unk>"] + chars + ["<sos/eos>"], tmp_path / "units.txt")
     tok = Tokenizer.from_dir(tmp_path)
     utts = [Utterance(espeak(t, tmp_path / f"{i}.wav"), t, 2.0, f"u{i}") for i, t in enumerate(TINY_TEXTS)]
     encoder = load_encoder(ct2)
-    cache = cache_encoder_outputs(utts, tmp_path / "cache", encoder)
-    assert [u["id"] for u in cache_encoder_outputs(utts, tmp_path / "cache", encoder).index] == ["u0", "u1", "u2"]
+    below = len(encoder.layers) - encoder_layers if encoder_layers else None
+    cache = cache_encoder_outputs(utts, tmp_path / "cache", encoder, layers=below)
+    assert [u["id"] for u in cache_encoder_outputs(utts, tmp_path / "cache", encoder, layers=below).index] == [
+        "u0", "u1", "u2"]
+    with pytest.raises(ValueError, match="another number of encoder layers"):
+        cache_encoder_outputs(utts, tmp_path / "cache", encoder, layers=2)
 
-    cfg = HeadTrainConfig(layers=1, dropout=0.0, lr=3e-3, warmup=5, epochs=60, max_frames=4000, time_mask=0.0)
+    cfg = HeadTrainConfig(layers=1, dropout=0.0, lr=3e-3, warmup=5, epochs=100, max_frames=4000, time_mask=0.0,
+                          encoder_lr=5e-4)
     torch.manual_seed(0)
-    head = CTCHead(HeadConfig(len(tok), 1, d_model=64, heads=2, ffn=128, dropout=0.0))
+    head = CTCHead(HeadConfig(len(tok), 1, d_model=64, heads=2, ffn=128, dropout=0.0, encoder_layers=encoder_layers))
+    if encoder_layers:  # the copy starts as the pretrained top layer
+        head.encoder_layers.load_state_dict(encoder.layers[below:].state_dict())
+        head.encoder_norm.load_state_dict(encoder.layer_norm.state_dict())
     head = train_head([(cache, 1)], [cache], tok, cfg, tmp_path / "exp", head)
     assert greedy_cer(head, cache, tok) == 0.0
 
@@ -164,6 +175,7 @@ def test_tiny_train_export_and_decode(ct2, tmp_path, random_model_dir):
     model.head.load_state_dict(head.state_dict())
     out = save_whisper_dir(tmp_path / "model", model, tmp_path, "tiny", first_pass=str(random_model_dir),
                            weights_dtype=torch.float32)
+    assert load_whisper_dir(out).model.head.cfg.encoder_layers == encoder_layers
     rec = Recognizer.from_dir(out, "cpu", DecodingConfig(lm="none"), precision="fp32", final_precision="fp32")
     assert rec.final is not None and rec.name == "tiny"
     audios = [resample(torch.from_numpy(a[0]), rate, 16000).numpy() for a, rate in map(read_audio, (u.audio for u in utts))]
@@ -187,6 +199,41 @@ def test_tiny_train_export_and_decode(ct2, tmp_path, random_model_dir):
     assert final.tokens == tuple(
         dataclasses.replace(t, start=t.start + s.utterance_start, end=t.end + s.utterance_start)
         for t in rec.transcribe(kept, rate).tokens)
+
+
+def test_head_with_its_own_top_encoder_layer():
+    """A head with its own copy of the encoder's top layer reads the output below it: while
+    the copy equals the pretrained layer, the model computes what the frozen-encoder head
+    computes, padded batch rows included; once the copy is trained, the encoder output
+    that Whisper's decoder reads stays the pretrained encoder's."""
+    torch.manual_seed(0)
+    dims = WhisperDims(d_model=64, heads=2, ffn=128, encoder_layers=3, max_source_positions=200)
+    frozen = WhisperCTC(HeadConfig(20, 1, d_model=32, heads=2, ffn=64, dropout=0.0), dims).eval()
+    own = WhisperCTC(HeadConfig(20, 1, d_model=32, heads=2, ffn=64, dropout=0.0, encoder_layers=1), dims).eval()
+    own.encoder.load_state_dict(frozen.encoder.state_dict())
+    missing, unexpected = own.head.load_state_dict(frozen.head.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("encoder_layers.", "encoder_norm.")) for k in missing)
+    own.head.encoder_layers[0].load_state_dict(frozen.encoder.layers[2].state_dict())
+    own.head.encoder_norm.load_state_dict(frozen.encoder.layer_norm.state_dict())
+    mel = torch.randn(2, 150, 80)
+    lens = torch.tensor([150, 97])  # 49 encoder frames: the last reads padding in both convolutions and the head
+    mel[1, 97:] = 0  # padded as the recognizer pads
+    with torch.inference_mode():
+        enc0, lp0, n0 = frozen(mel, lens)
+        enc1, lp1, n1 = own(mel, lens)
+        assert n0.tolist() == n1.tolist() == [38, 25]
+        torch.testing.assert_close(enc1, enc0)
+        for i, n in enumerate(n0.tolist()):
+            torch.testing.assert_close(lp1[i, :n], lp0[i, :n], atol=1e-5, rtol=1e-5)
+        for model, lp in ((frozen, lp0), (own, lp1)):  # a padded row gives what it gives alone
+            torch.testing.assert_close(model(mel[1:, :97], lens[1:])[1][0], lp[1, :25], atol=1e-5, rtol=1e-5)
+        assert own(mel, lens, memory=False)[0] is None
+        torch.testing.assert_close(own(mel, lens, memory=False)[1], lp1)
+        for p in own.head.encoder_layers.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        enc2, lp2, _ = own(mel, lens)
+    torch.testing.assert_close(enc2, enc0)
+    assert (lp2[0] - lp0[0]).abs().max() > 1e-2
 
 
 # ---------------------------------------------------------------- the shipped model

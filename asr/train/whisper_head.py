@@ -64,15 +64,21 @@ def _load_16k(path: Path) -> np.ndarray:
 def cache_encoder_outputs(
     utts: Sequence[Utterance], out: str | Path, encoder: WhisperEncoder, max_seconds: float = 29.9,
     bf16: bool = False, transform: Callable[[int, np.ndarray], np.ndarray] | None = None,
+    layers: int | None = None,
 ) -> EncoderCache:
     """Encode every utterance (full context, one at a time) into `out`; resumes after the
     last utterance already written. Utterances over `max_seconds` are skipped. `bf16`
     encodes under bf16 autocast (twice as fast on CPUs with native bf16). `transform(k,
-    samples)` changes the k-th utterance's 16 kHz samples first (e.g. a telephone channel)."""
+    samples)` changes the k-th utterance's 16 kHz samples first (e.g. a telephone channel).
+    `layers`: cache the output of the first N layers instead (for a head with its own
+    copy of the layers above them)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = next(encoder.parameters()).device
-    (out / "meta.json").write_text(json.dumps({"d_model": encoder.dims.d_model}))
+    meta = {"d_model": encoder.dims.d_model, "layers": layers or len(encoder.layers)}
+    if (out / "meta.json").exists() and json.loads((out / "meta.json").read_text()).get("layers", meta["layers"]) != meta["layers"]:
+        raise ValueError(f"{out} caches the output of another number of encoder layers")
+    (out / "meta.json").write_text(json.dumps(meta))
     index_path, frames_path = out / "index.jsonl", out / "frames.f16"
     done = [json.loads(line) for line in index_path.read_text().splitlines() if line] if index_path.exists() else []
     offset = sum(u["frames"] for u in done)
@@ -87,7 +93,7 @@ def cache_encoder_outputs(
             samples = _load_16k(u.audio)
             mel = log_mel(transform(k, samples) if transform is not None else samples).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-                enc = encoder(mel[None])[0].to(torch.float16).cpu().numpy()
+                enc = encoder(mel[None], layers=layers)[0].to(torch.float16).cpu().numpy()
             ff.write(enc.tobytes())
             fi.write(json.dumps({"id": u.id, "text": u.text, "offset": offset, "frames": enc.shape[0]}, ensure_ascii=False) + "\n")
             offset += enc.shape[0]
@@ -110,6 +116,7 @@ class HeadTrainConfig:
     seed: int = 0
     bf16: bool = False
     time_mask: float = 0.05  # fraction of frames zeroed in up to 2 spans per utterance (SpecAugment on the cache)
+    encoder_lr: float = 0.0  # learning rate of the head's copy of encoder layers (0: lr)
 
 
 def _batches(lengths: Sequence[int], max_frames: int, rng: random.Random) -> list[list[int]]:
@@ -168,7 +175,10 @@ def train_head(
     head = (head or CTCHead(HeadConfig(len(tokenizer), cfg.layers, dropout=cfg.dropout))).to(device)
     items = [(c, i, c.index[i]["frames"]) for c, rep in caches for _ in range(rep) for i in range(len(c))]
     targets = {id(c): [tokenizer.encode(u["text"]) for u in c.index] for c, _ in caches}
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tuned = {id(p) for m in (head.encoder_layers, head.encoder_norm) if m is not None for p in m.parameters()}
+    groups = [{"params": [p for p in head.parameters() if id(p) not in tuned], "scale": 1.0},
+              {"params": [p for p in head.parameters() if id(p) in tuned], "scale": (cfg.encoder_lr or cfg.lr) / cfg.lr}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(_batches([n for _, _, n in items], cfg.max_frames, random.Random(0)))
     total = steps_per_epoch * cfg.epochs
 
@@ -203,7 +213,7 @@ def train_head(
             out_lens = head.output_lengths(lens)
             loss = F.ctc_loss(logp.transpose(0, 1), y, out_lens, ylens, blank=0, reduction="sum", zero_infinity=True)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step)
+                g["lr"] = lr_at(step) * g["scale"]
             opt.zero_grad()
             (loss / len(batch)).backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)

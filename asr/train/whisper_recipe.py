@@ -26,6 +26,7 @@ from ..config import expand_env, from_dict
 from ..decoding import make_decoder
 from ..lm import NgramLM
 from ..metrics import ErrorCounts
+from ..recognizer import cpu_has_native_bf16
 from ..tokens import Tokenizer
 from ..whisper.bundle import save_whisper_dir
 from ..whisper.convert import load_ct2, load_encoder, provenance
@@ -47,7 +48,7 @@ class DataSet:
     repeat: int = 1  # times an epoch lists it (train sets)
     normalize: bool = False  # put transcripts in spoken form (real corpora)
     holdout: int = 0  # utterances kept out of training as a dev set named NAME-dev (seeded)
-    bf16: bool = False  # encode under bf16 autocast
+    bf16: bool = False  # encode under bf16 autocast (where the CPU computes bf16 natively, or on CUDA)
     telephone: bool = False  # through a telephone channel first (8 kHz, G.711 mu-law and A-law alternately)
     limit: int = 0  # the first N utterances only (0: all)
 
@@ -90,28 +91,48 @@ def _split(spec: DataSet) -> tuple[list[Utterance], list[Utterance]]:
     return [u for i, u in enumerate(utts) if i not in held], [u for i, u in enumerate(utts) if i in held]
 
 
-def dev_utterances(cfg: RecipeConfig) -> dict[str, list[Utterance]]:
-    """The dev sets by name: each train set's held-out part (NAME-dev), then `dev`."""
+def _dev_sets(cfg: RecipeConfig) -> dict[str, tuple[list[Utterance], bool]]:
+    """(utterances, through a telephone channel) of each dev set by name: each train
+    set's held-out part (NAME-dev), then `dev`."""
     out = {}
     for spec in map(lambda d: from_dict(DataSet, d), cfg.train):
         held = _split(spec)[1]
         if held:
-            out[f"{spec.name}-dev"] = held
+            out[f"{spec.name}-dev"] = (held, spec.telephone)
     for spec in map(lambda d: from_dict(DataSet, d), cfg.dev):
-        out[spec.name] = read_manifest(spec.manifest, normalize=spec.normalize)
+        out[spec.name] = (read_manifest(spec.manifest, normalize=spec.normalize)[: spec.limit or None], spec.telephone)
     return out
 
 
+def dev_utterances(cfg: RecipeConfig) -> dict[str, list[Utterance]]:
+    """The dev sets whose audio is used as it is (telephone copies left out), by name."""
+    return {name: utts for name, (utts, telephone) in _dev_sets(cfg).items() if not telephone}
+
+
+def _bf16_ok(device: torch.device) -> bool:
+    """Whether bf16 autocast pays here: on CUDA, and on CPUs that compute bf16 natively
+    (elsewhere it is emulated and many times slower than float32)."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+
+
 def _caches(cfg: RecipeConfig, encoder) -> tuple[list[tuple[EncoderCache, int]], list[EncoderCache]]:
+    """Encoder outputs of the train and dev sets; for a head with its own top k encoder
+    layers, the output of the layers below them (cached under NAME-lN)."""
+    bf16_ok = _bf16_ok(next(encoder.parameters()).device)
+    k = int(cfg.head.get("encoder_layers", 0))
+    layers = len(encoder.layers) - k if k else None
     root = Path(cfg.exp_dir) / "cache"
+    suffix = f"-l{layers}" if layers else ""
     train = []
     for spec in map(lambda d: from_dict(DataSet, d), cfg.train):
         utts = _split(spec)[0]
         log.info("caching %s (%d utterances)", spec.name, len(utts))
         transform = _telephone if spec.telephone else None
-        train.append((cache_encoder_outputs(utts, root / spec.name, encoder, bf16=spec.bf16, transform=transform),
-                      spec.repeat))
-    dev = [cache_encoder_outputs(utts, root / name, encoder) for name, utts in dev_utterances(cfg).items()]
+        train.append((cache_encoder_outputs(utts, root / (spec.name + suffix), encoder, bf16=spec.bf16 and bf16_ok,
+                                            transform=transform, layers=layers), spec.repeat))
+    dev = [cache_encoder_outputs(utts, root / (name + suffix), encoder, transform=_telephone if telephone else None,
+                                 layers=layers)
+           for name, (utts, telephone) in _dev_sets(cfg).items()]
     return train, dev
 
 
@@ -156,9 +177,18 @@ def run(cfg: RecipeConfig) -> Path:
     train, dev = _caches(cfg, encoder)
     tokenizer = Tokenizer.from_dir(cfg.tokenizer_dir)
     tcfg = from_dict(HeadTrainConfig, cfg.training)
-    head = CTCHead(HeadConfig(len(tokenizer), **cfg.head))
+    if tcfg.bf16 and not _bf16_ok(device):
+        log.info("training in float32: this CPU has no native bf16")
+        tcfg.bf16 = False
+    head = CTCHead(HeadConfig(len(tokenizer), **cfg.head), encoder.dims)
+    if head.encoder_norm is not None:  # the head's own top layers start as the pretrained ones
+        head.encoder_layers.load_state_dict(encoder.layers[len(encoder.layers) - len(head.encoder_layers):].state_dict())
+        head.encoder_norm.load_state_dict(encoder.layer_norm.state_dict())
     if cfg.init_head:
-        head.load_state_dict(torch.load(cfg.init_head, weights_only=True))
+        state = torch.load(cfg.init_head, weights_only=True)
+        missing, unexpected = head.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith(("encoder_layers.", "encoder_norm.")) for k in missing):
+            raise ValueError(f"{cfg.init_head} does not fit this head: missing {missing}, unexpected {unexpected}")
     head = train_head(train, dev, tokenizer, tcfg, exp / cfg.head_dir, head, device)
     lm_path = Path(cfg.tokenizer_dir) / LM
     tuned = tune_lm(head, dev, tokenizer, NgramLM.load(lm_path, tokenizer.units), cfg) if lm_path.exists() else {}

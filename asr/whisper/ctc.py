@@ -1,8 +1,11 @@
 """Whisper-CTC: Whisper's pretrained encoder, frozen, under a trained CTC head.
 
 The encoder stays exactly as pretrained, so its output also feeds Whisper's own decoder
-when finals are attention-rescored. The head is a few pre-norm Transformer layers of the
-encoder's width over the encoder output, then a linear layer over tingxie's units.
+when finals are attention-rescored. The head is a few pre-norm Transformer layers over
+the encoder output, then a linear layer over tingxie's units. A head may also hold its
+own fine-tuned copy of the encoder's top layers (`encoder_layers`): it then reads the
+output of the layers below them, shared with the decoder's path, which keeps the
+pretrained top layers.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import WhisperDims, WhisperEncoder, _EncoderLayer, _LayerNorm
+from .model import WhisperDims, WhisperEncoder, _EncoderLayer, _LayerNorm, key_mask
 
 __all__ = ["HeadConfig", "CTCHead", "WhisperCTC"]
 
@@ -27,6 +30,7 @@ class HeadConfig:
     ffn: int = 1024
     stride: int = 2  # encoder frames per output frame: 2 gives 25 per second (40 ms)
     dropout: float = 0.1
+    encoder_layers: int = 0  # top encoder layers the head has its own (fine-tuned) copy of
 
 
 class CTCHead(nn.Module):
@@ -34,11 +38,15 @@ class CTCHead(nn.Module):
 
     `stride` adjacent encoder frames are concatenated and projected to the head's width:
     Mandarin needs no more than 25 output frames a second, and the head's cost halves.
+    With `encoder_layers` k, the input is the output of the encoder's first L - k layers
+    (before the final norm), run through the head's copies of the top k layers and norm.
     """
 
     def __init__(self, cfg: HeadConfig, dims: WhisperDims = WhisperDims()) -> None:
         super().__init__()
         self.cfg = cfg
+        self.encoder_layers = nn.ModuleList(_EncoderLayer(dims) for _ in range(cfg.encoder_layers))
+        self.encoder_norm = _LayerNorm(dims.d_model) if cfg.encoder_layers else None
         inner = WhisperDims(d_model=cfg.d_model, heads=cfg.heads, ffn=cfg.ffn)
         self.input = nn.Linear(dims.d_model * cfg.stride, cfg.d_model)
         self.layers = nn.ModuleList(_EncoderLayer(inner) for _ in range(cfg.layers))
@@ -51,16 +59,19 @@ class CTCHead(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """`lengths`: valid encoder frames per batch row (None: all)."""
+        mask = key_mask(lengths, x.size(1))
+        if self.encoder_norm is not None:
+            for layer in self.encoder_layers:
+                x = layer(x, mask)
+            x = self.encoder_norm(x)
+        if mask is not None:  # padding as zeros, as alone: the last output frame of an odd-length row reads one
+            x = x * mask[:, 0, 0, :, None]
         b, t, d = x.shape
         s = self.cfg.stride
         if t % s:
             x = F.pad(x, (0, 0, 0, s - t % s))
         x = self.input(self.dropout(x.reshape(b, -1, d * s)))
-        mask = None
-        if lengths is not None:
-            out_lens = self.output_lengths(lengths)
-            if int(out_lens.min()) < x.size(1):
-                mask = (torch.arange(x.size(1), device=x.device)[None] < out_lens[:, None])[:, None, None, :]
+        mask = key_mask(None if lengths is None else self.output_lengths(lengths), x.size(1))
         for layer in self.layers:
             x = self.dropout(layer(x, mask))
         return F.log_softmax(self.output(self.layer_norm(x)).float(), dim=-1)
@@ -73,8 +84,18 @@ class WhisperCTC(nn.Module):
         self.encoder = WhisperEncoder(dims)
         self.head = CTCHead(head, dims)
 
-    def forward(self, mel: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(encoder output, CTC log-probs, output lengths) of log-mel (B, T, 80)."""
-        enc = self.encoder(mel, lengths)
+    def forward(self, mel: torch.Tensor, lengths: torch.Tensor, memory: bool = True
+                ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """(encoder output, CTC log-probs, output lengths) of log-mel (B, T, 80). The
+        encoder output is the pretrained encoder's (what Whisper's decoder reads); with
+        `memory` False and a head that has its own top layers, it is not computed (None)."""
         enc_lens = self.encoder.output_lengths(lengths)
-        return enc, self.head(enc, enc_lens), self.head.output_lengths(enc_lens)
+        k = self.head.cfg.encoder_layers
+        if not k:
+            enc = self.encoder(mel, lengths)
+            return enc, self.head(enc, enc_lens), self.head.output_lengths(enc_lens)
+        below = len(self.encoder.layers) - k
+        trunk = self.encoder(mel, lengths, layers=below)
+        enc = self.encoder.top(trunk, enc_lens, below) if memory else None
+        return enc, self.head(trunk, enc_lens), self.head.output_lengths(enc_lens)
+

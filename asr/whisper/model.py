@@ -18,7 +18,7 @@ from torch import nn
 
 from .ct2 import CT2Model
 
-__all__ = ["WhisperDims", "WhisperEncoder", "WhisperDecoder", "state_dict_from_ct2", "dims_from_ct2"]
+__all__ = ["WhisperDims", "WhisperEncoder", "WhisperDecoder", "state_dict_from_ct2", "dims_from_ct2", "key_mask"]
 
 LN_EPS = 1e-5
 
@@ -34,6 +34,13 @@ class WhisperDims:
     max_source_positions: int = 1500  # encoder frames (30 s at 50 per second)
     vocab_size: int = 51865
     max_target_positions: int = 448
+
+
+def key_mask(lengths: torch.Tensor | None, t: int) -> torch.Tensor | None:
+    """Attention mask (B, 1, 1, t) of the valid keys of a padded batch (None: all valid)."""
+    if lengths is None or int(lengths.min()) >= t:
+        return None
+    return (torch.arange(t, device=lengths.device)[None] < lengths[:, None])[:, None, None, :]
 
 
 class _LayerNorm(nn.LayerNorm):
@@ -128,8 +135,11 @@ class WhisperEncoder(nn.Module):
     def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
         return (lengths + 1) // 2
 
-    def embed(self, mel: torch.Tensor) -> torch.Tensor:
+    def embed(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x = F.gelu(self.conv1(mel.transpose(1, 2)))
+        if lengths is not None and int(lengths.min()) < mel.size(1):
+            # padding as zeros, as alone: the strided convolution's last frame of an odd-length row reads one
+            x = x * (torch.arange(mel.size(1), device=mel.device)[None] < lengths[:, None])[:, None, :]
         x = F.gelu(self.conv2(x)).transpose(1, 2)
         if x.size(1) > self.dims.max_source_positions:
             raise ValueError(
@@ -140,14 +150,19 @@ class WhisperEncoder(nn.Module):
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor | None = None, layers: int | None = None) -> torch.Tensor:
         """Encoder output; `lengths` (B,) of the mel frames masks padded keys of a batch;
         `layers`: run only the first N layers (without the final norm)."""
-        x = self.embed(mel)
-        mask = None
-        if lengths is not None and int(lengths.min()) < mel.size(1):
-            valid = torch.arange(x.size(1), device=x.device)[None] < self.output_lengths(lengths)[:, None]
-            mask = valid[:, None, None, :]
+        x = self.embed(mel, lengths)
+        mask = key_mask(None if lengths is None else self.output_lengths(lengths), x.size(1))
         for layer in self.layers[:layers]:
             x = layer(x, mask)
         return x if layers is not None and layers < len(self.layers) else self.layer_norm(x)
+
+    def top(self, x: torch.Tensor, lengths: torch.Tensor | None, start: int) -> torch.Tensor:
+        """The encoder output from the output `x` of its first `start` layers; `lengths`
+        (B,): valid frames of x per row (None: all)."""
+        mask = key_mask(lengths, x.size(1))
+        for layer in self.layers[start:]:
+            x = layer(x, mask)
+        return self.layer_norm(x)
 
 
 class _DecoderLayer(nn.Module):

@@ -137,18 +137,22 @@ class WhisperRecognizer:
     # ------------------------------------------------------------ model
 
     @torch.inference_mode()
-    def encode(self, mels: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
+    def encode(self, mels: Sequence[torch.Tensor], rescoring: bool = True
+               ) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
         """(encoder output (T, d) on the device, kept only for rescoring, else None; CTC
-        log-probs (frames, vocab) on the CPU) for each log-mel (T, 80), one padded batch."""
+        log-probs (frames, vocab) on the CPU) for each log-mel (T, 80), one padded batch;
+        `rescoring` False: no encoder output is needed (a head with its own top encoder
+        layers then skips the pretrained ones)."""
         if not mels:
             return []
         lens = torch.tensor([m.size(0) for m in mels])
         x = torch.nn.utils.rnn.pad_sequence(list(mels), batch_first=True).to(self.device)
+        memory = rescoring and self.rescorer is not None
         with self._cast():
-            enc, logp, out_lens = self.model(x, lens.to(self.device))
+            enc, logp, out_lens = self.model(x, lens.to(self.device), memory=memory)
         logp = logp.float().cpu()
         enc_lens = self.model.encoder.output_lengths(lens)
-        return [(enc[i, : int(e)] if self.rescorer is not None else None, logp[i, : int(n)])
+        return [(enc[i, : int(e)] if memory else None, logp[i, : int(n)])
                 for i, (e, n) in enumerate(zip(enc_lens, out_lens.cpu()))]
 
     # ------------------------------------------------------------ results
@@ -219,7 +223,7 @@ class WhisperRecognizer:
         batch: list[int] = []
         for i in order + [None]:
             if i is None or (batch and mels[i].size(0) * (len(batch) + 1) > budget):
-                for j, (enc, lp) in zip(batch, self.encode([mels[j] for j in batch])):
+                for j, (enc, lp) in zip(batch, self.encode([mels[j] for j in batch], rescoring is not False)):
                     k, a, b, _ = pieces[j]
                     found[j] = self.search(lp, a / SAMPLE_RATE, b / SAMPLE_RATE, contexts[k],
                                            None if rescoring is False else enc)
