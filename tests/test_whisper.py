@@ -164,9 +164,7 @@ def test_tiny_train_export_and_decode(ct2, tmp_path, random_model_dir, encoder_l
                           encoder_lr=5e-4)
     torch.manual_seed(0)
     head = CTCHead(HeadConfig(len(tok), 1, d_model=64, heads=2, ffn=128, dropout=0.0, encoder_layers=encoder_layers))
-    if encoder_layers:  # the copy starts as the pretrained top layer
-        head.encoder_layers.load_state_dict(encoder.layers[below:].state_dict())
-        head.encoder_norm.load_state_dict(encoder.layer_norm.state_dict())
+    head.copy_encoder_top(encoder)  # the copy starts as the pretrained top layer
     head = train_head([(cache, 1)], [cache], tok, cfg, tmp_path / "exp", head)
     assert greedy_cer(head, cache, tok) == 0.0
 
@@ -213,8 +211,7 @@ def test_head_with_its_own_top_encoder_layer():
     own.encoder.load_state_dict(frozen.encoder.state_dict())
     missing, unexpected = own.head.load_state_dict(frozen.head.state_dict(), strict=False)
     assert not unexpected and all(k.startswith(("encoder_layers.", "encoder_norm.")) for k in missing)
-    own.head.encoder_layers[0].load_state_dict(frozen.encoder.layers[2].state_dict())
-    own.head.encoder_norm.load_state_dict(frozen.encoder.layer_norm.state_dict())
+    own.head.copy_encoder_top(frozen.encoder)
     mel = torch.randn(2, 150, 80)
     lens = torch.tensor([150, 97])  # 49 encoder frames: the last reads padding in both convolutions and the head
     mel[1, 97:] = 0  # padded as the recognizer pads

@@ -181,9 +181,7 @@ def run(cfg: RecipeConfig) -> Path:
         log.info("training in float32: this CPU has no native bf16")
         tcfg.bf16 = False
     head = CTCHead(HeadConfig(len(tokenizer), **cfg.head), encoder.dims)
-    if head.encoder_norm is not None:  # the head's own top layers start as the pretrained ones
-        head.encoder_layers.load_state_dict(encoder.layers[len(encoder.layers) - len(head.encoder_layers):].state_dict())
-        head.encoder_norm.load_state_dict(encoder.layer_norm.state_dict())
+    head.copy_encoder_top(encoder)  # the head's own top layers (if any) start as the pretrained ones
     if cfg.init_head:
         state = torch.load(cfg.init_head, weights_only=True)
         missing, unexpected = head.load_state_dict(state, strict=False)

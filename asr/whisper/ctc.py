@@ -54,6 +54,12 @@ class CTCHead(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(cfg.d_model, cfg.vocab_size)
 
+    def copy_encoder_top(self, encoder: WhisperEncoder) -> None:
+        """Set the head's copies of the top encoder layers (and norm) to `encoder`'s."""
+        if self.encoder_norm is not None:
+            self.encoder_layers.load_state_dict(encoder.layers[len(encoder.layers) - len(self.encoder_layers):].state_dict())
+            self.encoder_norm.load_state_dict(encoder.layer_norm.state_dict())
+
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return (lengths + self.cfg.stride - 1) // self.cfg.stride
 
@@ -90,12 +96,10 @@ class WhisperCTC(nn.Module):
         encoder output is the pretrained encoder's (what Whisper's decoder reads); with
         `memory` False and a head that has its own top layers, it is not computed (None)."""
         enc_lens = self.encoder.output_lengths(lengths)
-        k = self.head.cfg.encoder_layers
-        if not k:
-            enc = self.encoder(mel, lengths)
-            return enc, self.head(enc, enc_lens), self.head.output_lengths(enc_lens)
-        below = len(self.encoder.layers) - k
-        trunk = self.encoder(mel, lengths, layers=below)
-        enc = self.encoder.top(trunk, enc_lens, below) if memory else None
-        return enc, self.head(trunk, enc_lens), self.head.output_lengths(enc_lens)
-
+        below = len(self.encoder.layers) - self.head.cfg.encoder_layers
+        x = self.encoder(mel, lengths, layers=below)  # the encoder output when the head copies no layer
+        if below == len(self.encoder.layers):
+            enc = x
+        else:
+            enc = self.encoder.top(x, enc_lens, below) if memory else None
+        return enc, self.head(x, enc_lens), self.head.output_lengths(enc_lens)

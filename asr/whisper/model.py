@@ -137,9 +137,9 @@ class WhisperEncoder(nn.Module):
 
     def embed(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x = F.gelu(self.conv1(mel.transpose(1, 2)))
-        if lengths is not None and int(lengths.min()) < mel.size(1):
-            # padding as zeros, as alone: the strided convolution's last frame of an odd-length row reads one
-            x = x * (torch.arange(mel.size(1), device=mel.device)[None] < lengths[:, None])[:, None, :]
+        valid = key_mask(lengths, mel.size(1))
+        if valid is not None:  # padding as zeros, as alone: the strided convolution's last frame of an odd-length row reads one
+            x = x * valid[:, 0]
         x = F.gelu(self.conv2(x)).transpose(1, 2)
         if x.size(1) > self.dims.max_source_positions:
             raise ValueError(
