@@ -225,10 +225,11 @@ class NgramLM:
     """
 
     MAX_ORDER = 5  # packed keys of 5 ids of a ~6k-unit vocabulary fit in int64
-    # Memo entries kept before the memos start afresh: about 250 bytes each, so the memo
-    # stays under ~50 MB (a server decoding for hours would otherwise hold hundreds of MB);
-    # a search refills what it uses within a few utterances.
-    MEMO_LIMIT = 200_000
+    # Memo entries kept before the memos start afresh: about 250 bytes each, so the memos
+    # stay near 12 MB (a server decoding for hours would otherwise hold hundreds of MB).
+    # An utterance mostly uses entries of its own (about 2,300 a clip of real speech):
+    # 300 clips decoded in the same time with 200,000 as with this (bench/lm_memo.py).
+    MEMO_LIMIT = 50_000
 
     def __init__(self, grams: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], base: int,
                  unk_logp: float = -10.0) -> None:

@@ -11,12 +11,12 @@ never a polling sleep), and hands the batch to a single worker thread, which
    the full-context final passes, one padded batch) for about as long as the step took,
    deferring the rest to the next batch so that a burst of finals never stalls the
    partials of every stream; with final pass "auto" a pass gives way to the streaming
-   result only under real overload: while the streaming steps alone kept the worker
-   busy more than MAX_STEP_SHARE_FOR_PASSES of the last seconds, or when it has waited
-   `final_pass_max_wait_ms` while the worker was busy (steps and passes) more than
-   MAX_BUSY_FOR_LATE_PASSES of that time (passes piling up); before that, passes run
-   without their attention rescoring while the worker was busy more than
-   MAX_BUSY_FOR_RESCORING. An idle engine always runs the whole pass, whatever the
+   result only under sustained overload: while the streaming steps alone kept the
+   worker busy more than MAX_STEP_SHARE_FOR_PASSES of the last SKIP_WINDOW_S seconds, or
+   when it has waited `final_pass_max_wait_ms` while the worker was busy (steps and
+   passes) more than MAX_BUSY_FOR_LATE_PASSES of that time (passes piling up); before
+   that, passes run without their attention rescoring while the worker was busy more than
+   MAX_BUSY_FOR_RESCORING of the last BUSY_WINDOW_S seconds. An idle engine always runs the whole pass, whatever the
    timing of the queue. Each final request records which pass produced its result
    (`FinalRequest.produced_by`: "full", "unrescored" or "stream"),
 
@@ -42,10 +42,11 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 import torch
 
@@ -65,18 +66,24 @@ log = logging.getLogger("tingxie.engine")
 FINAL_BUDGET_CHUNK_SHARE = 0.5
 MIN_FINAL_BUDGET_S = 0.05
 # Final pass "auto": full passes run while the streaming steps (which must run) took less
-# than this share of the worker over the last BUSY_WINDOW_S seconds; passes use what is
+# than this share of the worker over the last SKIP_WINDOW_S seconds; passes use what is
 # left. Measured on the steps alone, so that the passes' own time cannot turn them off.
 MAX_STEP_SHARE_FOR_PASSES = 0.75
 # ... and a pass that has waited final_pass_max_wait_ms is dropped only while the worker
 # had (almost) no idle time: the passes are then piling up behind each other.
 MAX_BUSY_FOR_LATE_PASSES = 0.9
+# Skipping judges the load over this long: over 3 s, a burst of utterance ends (or another
+# process taking the cores for a moment) crossed both thresholds on an engine that was 60%
+# busy on average, and the skipped passes were lost for nothing. At the onset of a real
+# overload passes wait this long (deferred, partials first) before they give way.
+SKIP_WINDOW_S = 10.0
 # ... and before that, under the same rule ("auto"), a model that rescores its full passes
 # (Whisper's decoder, ~30% of a pass) sheds the rescoring first: while the worker was busy
 # more than this share of the window, passes run without it ("pass": "unrescored"), so
 # that finals keep the full-context model as long as the machine can afford that.
 MAX_BUSY_FOR_RESCORING = 0.8
 BUSY_WINDOW_S = 3.0
+SKIP_LOG_INTERVAL_S = 10.0  # at most one log line this often about skipped passes
 DEFERRED = object()  # a final pass left for the next batch
 # The worker hands the heap's free pages back to the OS (`asr.memory`) when the queue is
 # empty and this long has passed since it last did, and after six times this long even
@@ -118,6 +125,14 @@ class BatchStats:
     max_wait_seconds: float  # longest queue wait in the batch
     passes_skipped: int = 0  # final passes replaced by the streaming result (final pass "auto")
     rescoring_shed: int = 0  # full passes run without their attention rescoring (final pass "auto")
+
+
+class Load(NamedTuple):
+    """The worker's recent load, as the final-pass rules read it (shares of wall time)."""
+
+    steps: float  # on streaming steps, over SKIP_WINDOW_S
+    busy: float  # on anything, over SKIP_WINDOW_S
+    busy_recent: float  # on anything, over BUSY_WINDOW_S
 
 
 class StepRunner(Protocol):
@@ -180,6 +195,7 @@ class Batcher:
         # they run); 0 until the first batch of them, which is then one pass alone.
         self._final_cost_per_s = 0.0
         self.passes_skipped = 0  # final passes that gave way to the streaming result (auto)
+        self._skipped_unlogged, self._last_skip_log = 0, -math.inf
         # (end, worker seconds, streaming-step seconds) per batch
         self._busy: collections.deque[tuple[float, float, float]] = collections.deque()
 
@@ -242,7 +258,9 @@ class Batcher:
             # The stream's own result: nothing left for the model to do.
             request.produced_by = "stream"
             if request.audio is not None:
-                self._count_skipped(1)
+                now = loop.time()
+                self._count_skipped(1, Load(self.step_fraction(now), self.busy_fraction(now, SKIP_WINDOW_S),
+                                            self.busy_fraction(now)))
             try:
                 fut.set_result(request.stream.end_utterance())
             except Exception:
@@ -253,11 +271,21 @@ class Batcher:
         self._wakeup.set()
         return fut
 
-    def _count_skipped(self, n: int) -> None:
-        """Final passes replaced by the streaming result (on the loop's thread only)."""
+    def _count_skipped(self, n: int, load: Load) -> None:
+        """Final passes replaced by the streaming result (on the loop's thread only); the
+        operator learns why, at most every SKIP_LOG_INTERVAL_S."""
         self.passes_skipped += n
+        self._skipped_unlogged += n
         if self.on_pass_skipped is not None:
             self.on_pass_skipped(n)
+        now = time.monotonic()
+        if now - self._last_skip_log >= SKIP_LOG_INTERVAL_S:
+            log.warning(
+                "engine overloaded: %d final pass(es) replaced by the streaming result; over the last %.0f s "
+                "the streaming steps took %.0f%% of the worker and it was busy %.0f%%",
+                self._skipped_unlogged, SKIP_WINDOW_S, 100 * load.steps, 100 * load.busy,
+            )
+            self._last_skip_log, self._skipped_unlogged = now, 0
 
     def _streaming_final_now(self, req: FinalRequest, now: float) -> bool:
         """Whether a final is the streaming result, decidable at submission: no full pass
@@ -306,7 +334,7 @@ class Batcher:
             t0 = loop.time()
             if not self._worked_since_trim:
                 self._worked_since_trim, self._last_trim = True, t0
-            load = (self.step_fraction(t0), self.busy_fraction(t0))
+            load = Load(self.step_fraction(t0), self.busy_fraction(t0, SKIP_WINDOW_S), self.busy_fraction(t0))
             try:
                 outcomes, stats = await loop.run_in_executor(
                     self._executor, self._work, [i.request for i in batch], [t0 - i.t for i in batch], load
@@ -325,7 +353,7 @@ class Batcher:
                 else:
                     item.future.set_result(outcome)
             if stats is not None and stats.passes_skipped:
-                self._count_skipped(stats.passes_skipped)
+                self._count_skipped(stats.passes_skipped, load)
             t1 = loop.time()
             self._busy.append((t1, t1 - t0, stats.step_seconds if stats is not None else t1 - t0))
             if stats is not None and self.on_batch is not None:
@@ -349,17 +377,17 @@ class Batcher:
             log.exception("releasing free heap memory failed")
 
     def _window(self, now: float) -> collections.deque[tuple[float, float, float]]:
-        while self._busy and self._busy[0][0] < now - BUSY_WINDOW_S:
+        while self._busy and self._busy[0][0] < now - SKIP_WINDOW_S:
             self._busy.popleft()
         return self._busy
 
-    def busy_fraction(self, now: float) -> float:
-        """Share of the last BUSY_WINDOW_S seconds the worker spent on batches."""
-        return min(1.0, sum(s for _, s, _ in self._window(now)) / BUSY_WINDOW_S)
+    def busy_fraction(self, now: float, window: float = BUSY_WINDOW_S) -> float:
+        """Share of the last `window` seconds the worker spent on batches."""
+        return min(1.0, sum(s for end, s, _ in self._window(now) if end >= now - window) / window)
 
     def step_fraction(self, now: float) -> float:
-        """Share of the last BUSY_WINDOW_S seconds the worker spent on streaming steps."""
-        return min(1.0, sum(s for _, _, s in self._window(now)) / BUSY_WINDOW_S)
+        """Share of the last SKIP_WINDOW_S seconds the worker spent on streaming steps."""
+        return min(1.0, sum(s for _, _, s in self._window(now)) / SKIP_WINDOW_S)
 
     def _drop_cancelled(self) -> None:
         while self._queue and self._queue[0].future.done():
@@ -382,14 +410,13 @@ class Batcher:
     # ------------------------------------------------------------------ worker thread
 
     def _work(self, requests: list[Request], waits: list[float] | None = None,
-              load: tuple[float, float] = (0.0, 0.0)) -> tuple[list[Any], BatchStats]:
+              load: Load = Load(0.0, 0.0, 0.0)) -> tuple[list[Any], BatchStats]:
         """Run one batch on the worker thread; waits: how long each request queued (s);
-        load: the worker's recent (`step_fraction`, `busy_fraction`)."""
-        step_share, busy = load
+        load: the worker's recent load."""
         t0 = time.perf_counter()
         waits = waits or [0.0] * len(requests)
         skip_pass = self.final_pass_max_wait
-        shed_rescoring = (skip_pass is not None and busy > MAX_BUSY_FOR_RESCORING
+        shed_rescoring = (skip_pass is not None and load.busy_recent > MAX_BUSY_FOR_RESCORING
                           and getattr(self.rec, "rescores_full_passes", False))
         outcomes: list[Any] = [False] * len(requests)
         stepping: list[int] = []
@@ -422,7 +449,7 @@ class Batcher:
                 continue
             full = req.audio is not None
             if full and skip_pass is not None and (
-                step_share > MAX_STEP_SHARE_FOR_PASSES or (waits[i] >= skip_pass and busy > MAX_BUSY_FOR_LATE_PASSES)
+                load.steps > MAX_STEP_SHARE_FOR_PASSES or (waits[i] >= skip_pass and load.busy > MAX_BUSY_FOR_LATE_PASSES)
             ):
                 full = False  # auto, overloaded: the streaming result it is
                 skipped += 1

@@ -514,13 +514,45 @@ async def test_auto_final_pass_gives_way_to_the_streaming_result_only_under_over
         try:
             # (load itself would make the test timing-dependent)
             engine.step_fraction = lambda now, v=steps: v
-            engine.busy_fraction = lambda now, v=busy: v
+            engine.busy_fraction = lambda now, window=None, v=busy: v
             req = FinalRequest(0, streamed(), audio, 16000, 0.0, True)
             got = await engine.submit(req)
         finally:
             await engine.close()
         assert got.text == want.text and engine.passes_skipped == skipped
         assert req.produced_by == ("stream" if skipped else "full")
+
+
+async def test_a_burst_of_load_skips_no_pass_a_sustained_one_does(random_model_dir, caplog):
+    """The skip rules read the worker's load over SKIP_WINDOW_S (10 s): a few seconds of
+    saturation, the burst of utterance ends that idle engines see, keep the full pass; the
+    same saturation over the whole window gives way, and the log says why."""
+    rec = Recognizer.from_dir(random_model_dir, device="cpu")
+    audio = speech_like(1.0, seed=51)
+    window = batcher.SKIP_WINDOW_S
+    # (batches as (seconds before now it ended, worker seconds, of which streaming steps), pass)
+    cases = (
+        ([(0.1, 0.3 * window, 0.3 * window)], "full"),  # 3 s of nothing but steps
+        ([(0.1, 0.95 * window, 0.3 * window)], "full"),  # busy all along, not for long, no waiting pass
+        ([(0.5 * window, 0.45 * window, 0.4 * window), (0.1, 0.45 * window, 0.4 * window)], "stream"),
+    )
+    for batches, want in cases:
+        engine = Batcher(rec, max_wait_ms=1, final_pass_max_wait_ms=60_000)
+        await engine.start()
+        try:
+            now = asyncio.get_running_loop().time()
+            engine._busy.extend((now - ago, busy, steps) for ago, busy, steps in batches)
+            req = FinalRequest(0, rec.stream(), audio, 16000, 0.0, True)
+            with caplog.at_level("WARNING", logger="tingxie.engine"):
+                await engine.submit(req)
+        finally:
+            await engine.close()
+        assert req.produced_by == want, batches
+        assert engine.passes_skipped == (want == "stream")
+    assert [r.getMessage() for r in caplog.records if "overloaded" in r.getMessage()] == [
+        f"engine overloaded: 1 final pass(es) replaced by the streaming result; over the last {window:.0f} s "
+        "the streaming steps took 80% of the worker and it was busy 90%"
+    ]
 
 
 def test_build_recognizer_from_settings(random_model_dir):

@@ -197,7 +197,7 @@ async def test_busy_engine_sheds_rescoring_before_the_full_pass():
         await engine.start()
         try:
             engine.step_fraction = lambda now: 0.1
-            engine.busy_fraction = lambda now, v=busy: v
+            engine.busy_fraction = lambda now, window=None, v=busy: v
             stream = rec.stream()
             stream.accept(audio)
             req = FinalRequest(0, stream, audio, 16000, 0.0, True)
