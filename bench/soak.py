@@ -10,7 +10,8 @@ by `pass`: full-context or streaming), final passes skipped, the engine's real-t
 factor, error messages and abnormal closes seen by the clients. At the end a summary:
 RSS at start, at half time and at the end, the growth over the second half (from sample to
 sample, and between the 5-minute means around half time and at the end), its least-squares
-slope (MB per minute), and the finals' passes.
+slope (MB per minute) and the trend over the half that it gives (the growth figure: single
+samples move by tens of MB), and the finals' passes.
 
 Audio: the real Mandarin recordings of ../shared/data/real_zh/eval (16 kHz WAV), sent in
 100 ms frames on a real-time schedule, each stream starting at a different file.
@@ -207,6 +208,8 @@ async def soak(args: argparse.Namespace) -> dict:
         "rss_second_half_growth_5min_means_mb": round(windowed, 1),
         "rss_second_half_max_minus_min_mb": round(max(r for _, r in second) - min(r for _, r in second), 1) if second else None,
         "rss_second_half_slope_mb_per_min": round(fit_slope(second), 3),
+        # the growth figure: single samples move by tens of MB, the trend over all of them does not
+        "rss_second_half_trend_mb": round(fit_slope(second) * (args.minutes - half), 1),
         "finals_full": last.get("finals_full"),
         "finals_unrescored": last.get("finals_unrescored"),
         "finals_stream": last.get("finals_stream"),
