@@ -16,9 +16,10 @@ never a polling sleep), and hands the batch to a single worker thread, which
    when it has waited `final_pass_max_wait_ms` while the worker was busy (steps and
    passes) more than MAX_BUSY_FOR_LATE_PASSES of that time (passes piling up); before
    that, passes run without their attention rescoring while the worker was busy more than
-   MAX_BUSY_FOR_RESCORING of the last BUSY_WINDOW_S seconds. An idle engine always runs the whole pass, whatever the
-   timing of the queue. Each final request records which pass produced its result
-   (`FinalRequest.produced_by`: "full", "unrescored" or "stream"),
+   MAX_BUSY_FOR_RESCORING of the last BUSY_WINDOW_S seconds. An idle engine always runs
+   the whole pass, whatever the timing of the queue. Each final request records which
+   pass produced its result (`FinalRequest.produced_by`: "full", "unrescored" or
+   "stream"),
 
 and the gatherer resolves the futures on the loop. An utterance end whose final is the
 streaming result (no full pass asked for, or none affordable now, and no rescoring) is
@@ -258,9 +259,7 @@ class Batcher:
             # The stream's own result: nothing left for the model to do.
             request.produced_by = "stream"
             if request.audio is not None:
-                now = loop.time()
-                self._count_skipped(1, Load(self.step_fraction(now), self.busy_fraction(now, SKIP_WINDOW_S),
-                                            self.busy_fraction(now)))
+                self._count_skipped(1, self.load(loop.time()))
             try:
                 fut.set_result(request.stream.end_utterance())
             except Exception:
@@ -334,7 +333,7 @@ class Batcher:
             t0 = loop.time()
             if not self._worked_since_trim:
                 self._worked_since_trim, self._last_trim = True, t0
-            load = Load(self.step_fraction(t0), self.busy_fraction(t0, SKIP_WINDOW_S), self.busy_fraction(t0))
+            load = self.load(t0)
             try:
                 outcomes, stats = await loop.run_in_executor(
                     self._executor, self._work, [i.request for i in batch], [t0 - i.t for i in batch], load
@@ -388,6 +387,10 @@ class Batcher:
     def step_fraction(self, now: float) -> float:
         """Share of the last SKIP_WINDOW_S seconds the worker spent on streaming steps."""
         return min(1.0, sum(s for _, _, s in self._window(now)) / SKIP_WINDOW_S)
+
+    def load(self, now: float) -> Load:
+        """The worker's recent load, as the final-pass rules read it."""
+        return Load(self.step_fraction(now), self.busy_fraction(now, SKIP_WINDOW_S), self.busy_fraction(now))
 
     def _drop_cancelled(self) -> None:
         while self._queue and self._queue[0].future.done():

@@ -100,6 +100,8 @@ class WhisperCTC(nn.Module):
         x = self.encoder(mel, lengths, layers=below)  # the encoder output when the head copies no layer
         if below == len(self.encoder.layers):
             enc = x
+        elif memory:
+            enc = self.encoder.top(x, enc_lens, below)
         else:
-            enc = self.encoder.top(x, enc_lens, below) if memory else None
+            enc = None
         return enc, self.head(x, enc_lens), self.head.output_lengths(enc_lens)
